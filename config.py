@@ -1,0 +1,160 @@
+"""Settings: one root with a section per package, from the environment and `.env`."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_ENV_FILE = Path(".env")
+
+
+class SettingsError(ValueError):
+    """A bad setting, said in one line that names it."""
+
+
+class _Section(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=DEFAULT_ENV_FILE, env_file_encoding="utf-8", extra="ignore", frozen=True
+    )
+
+
+class BusSettings(_Section):
+    """`event_bus/`: where Redis is and how the bus behaves."""
+
+    redis_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
+    channel_prefix: str = Field("trading", pattern=r"^[A-Za-z0-9_.-]+$")
+    journal_maxlen: int = Field(1_000_000, ge=1_000)
+    bus_outbox_capacity: int = Field(100_000, ge=100)
+    bus_queue_size: int = Field(10_000, ge=10)
+    redis_timeout_seconds: float = Field(5.0, gt=0)
+    bus_reconnect_cap_seconds: float = Field(30.0, gt=0)
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: SecretStr) -> SecretStr:
+        scheme = urlsplit(value.get_secret_value()).scheme
+        if scheme not in ("redis", "rediss", "unix"):
+            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        return value
+
+
+class IBSettings(_Section):
+    """The TWS / IB Gateway connection (`IB_*`)."""
+
+    model_config = SettingsConfigDict(env_prefix="IB_")
+
+    host: str = "127.0.0.1"
+    port: int = Field(4002, ge=1, le=65535)
+    client_id: int = Field(1, ge=0)
+    connect_timeout_seconds: float = Field(10.0, gt=0)
+
+
+class MarketDataSettings(_Section):
+    """`market_data/`: what to subscribe to."""
+
+    symbols: Annotated[tuple[str, ...], NoDecode] = ("AAPL", "MSFT", "SPY")
+
+    @field_validator("symbols", mode="before")
+    @classmethod
+    def _split_symbols(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [part.strip().upper() for part in value.split(",") if part.strip()]
+        if not value:
+            raise ValueError("needs at least one symbol, comma-separated (e.g. AAPL,MSFT)")
+        bad = [s for s in value if not re.fullmatch(r"[A-Z0-9][A-Z0-9.\- ]{0,20}", s)]
+        if bad:
+            raise ValueError(f"not a symbol: {', '.join(map(repr, bad))}")
+        return tuple(value)
+
+
+class StrategySettings(_Section):
+    """`strategy/`: which strategy runs."""
+
+    strategy: str = "sma_crossover"
+
+
+class ExecutionSettings(_Section):
+    """`execution/`: paper or live, and what guards the orders."""
+
+    trading_mode: Literal["paper", "live"] = "paper"
+
+
+class StorageSettings(_Section):
+    """`storage/`: where events are persisted (any SQLAlchemy URL)."""
+
+    database_url: SecretStr = SecretStr("sqlite:///trading.db")
+
+
+class LogSettings(_Section):
+    """Logging: console on a terminal, JSON lines otherwise, unless `LOG_FORMAT` says."""
+
+    log_format: Literal["auto", "console", "json"] = "auto"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+
+class Settings(BaseModel):
+    """The root: each package is handed only its own section by `main.py`."""
+
+    model_config = {"frozen": True}
+
+    bus: BusSettings
+    ib: IBSettings
+    market_data: MarketDataSettings
+    strategy: StrategySettings
+    execution: ExecutionSettings
+    storage: StorageSettings
+    log: LogSettings
+
+
+_SECTIONS: dict[str, type[_Section]] = {
+    "bus": BusSettings,
+    "ib": IBSettings,
+    "market_data": MarketDataSettings,
+    "strategy": StrategySettings,
+    "execution": ExecutionSettings,
+    "storage": StorageSettings,
+    "log": LogSettings,
+}
+
+
+def load_settings(env_file: Path | None = DEFAULT_ENV_FILE) -> Settings:
+    """Read every section; raises `SettingsError` naming the first bad setting."""
+    sections = {}
+    for name, section in _SECTIONS.items():
+        try:
+            sections[name] = section(_env_file=env_file)  # type: ignore[call-arg]
+        except ValidationError as error:
+            raise SettingsError(_one_line(section, error)) from None
+    return Settings(**sections)
+
+
+def _one_line(section: type[_Section], error: ValidationError) -> str:
+    first = error.errors()[0]
+    field = str(first["loc"][0]) if first["loc"] else "?"
+    env_name = (section.model_config.get("env_prefix", "") + field).upper()
+    given = first.get("input")
+    shown = "" if isinstance(given, dict) or field.endswith("url") else f" (got {given!r})"
+    message = first["msg"].removeprefix("Value error, ")
+    return f"{env_name}: {message}{shown}"
+
+
+def masked_url(url: SecretStr | str) -> str:
+    """The URL with its password replaced by `***`, fit for a log line."""
+    raw = url.get_secret_value() if isinstance(url, SecretStr) else url
+    parts = urlsplit(raw)
+    if parts.password is None:
+        return raw
+    user = parts.username or ""
+    host = parts.hostname or ""
+    netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))

@@ -1,0 +1,250 @@
+"""A consumer-group reader of the journal stream that acknowledges only what was handled."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+import structlog
+from redis.exceptions import ResponseError
+
+from event_bus.backoff import Backoff
+from event_bus.channels import Channels
+from event_bus.codec import Codec, EventRejected
+from event_bus.events import Event
+from event_bus.redis_bus import CONNECTION_ERRORS
+
+log = structlog.get_logger()
+
+
+@dataclass(frozen=True, slots=True)
+class JournalEntry:
+    entry_id: str
+    channel: str
+    event: Event
+
+
+BatchHandler = Callable[[list[JournalEntry]], Awaitable[None]]
+
+
+class JournalReader:
+    """Reads `Channels.journal` as consumer `consumer` of group `group`, in batches.
+
+    A batch is acknowledged (XACK) only after `handler` returns, so a reader that dies mid-batch
+    gets the batch again on restart: handlers must be idempotent (storage keys rows by event id).
+    When the handler fails on a batch, it is given the entries one by one. Entries that fail
+    while others succeed are poison: set aside in `Channels.dead_letter` with the reason, and
+    acknowledged. When nothing succeeds (say, the database is down), the batch stays pending and
+    is retried with backoff; an entry that fails `max_attempts` such rounds is next tried beside
+    new entries, so a lone poison entry cannot block the journal.
+    """
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        *,
+        group: str,
+        consumer: str,
+        handler: BatchHandler,
+        channels: Channels | None = None,
+        codec: Codec | None = None,
+        batch_size: int = 500,
+        block_ms: int = 1_000,
+        claim_idle_ms: int = 60_000,
+        max_attempts: int = 3,
+        dead_letter_maxlen: int = 100_000,
+    ) -> None:
+        self.redis = redis
+        self.group = group
+        self.consumer = consumer
+        self.handler = handler
+        self.channels = channels or Channels()
+        self.codec = codec or Codec()
+        self.batch_size = batch_size
+        self.block_ms = block_ms
+        self.claim_idle_ms = claim_idle_ms
+        self.max_attempts = max_attempts
+        self.dead_letter_maxlen = dead_letter_maxlen
+        self.handled = 0
+        self.dead_lettered = 0
+        self._group_ready = False
+        self._retry_pending = True  # start with what this consumer (or a dead one) left pending
+        self._failures: Counter[str] = Counter()  # entry id -> batches it failed in with no success
+        self._stopping = asyncio.Event()
+
+    async def run(self) -> None:
+        """Read and handle batches until `stop()`; the batch in hand is finished first."""
+        backoff = Backoff(0.05, 10.0)
+        while not self._stopping.is_set():
+            try:
+                await self.read_once()
+                backoff.reset()
+            except (*CONNECTION_ERRORS, HandlerFailed) as error:
+                self._group_ready = self._group_ready and not _is_nogroup(error)
+                self._retry_pending = True
+                delay = backoff.next_delay()
+                log.warning(
+                    "journal_read_failed",
+                    group=self.group,
+                    error=str(error),
+                    retry_in=round(delay, 3),
+                )
+                await self._sleep_unless_stopping(delay)
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def read_once(self) -> int:
+        """Read one batch (blocking up to `block_ms` for new entries), handle it; returns its size."""
+        await self._ensure_group()
+        entries = await self._read_pending() if self._retry_pending else []
+        if self._retry_pending and not entries:
+            self._retry_pending = False
+        if all(self._failures[entry_id] >= self.max_attempts for entry_id, _ in entries):
+            # Only entries that keep failing alone: try them beside new ones, which tells a
+            # poison entry (the new ones succeed) from a handler that is down (nothing does).
+            entries += await self._read_new(block=not entries)
+        if entries:
+            await self._process(entries)
+        return len(entries)
+
+    async def _ensure_group(self) -> None:
+        if self._group_ready:
+            return
+        try:
+            await self.redis.xgroup_create(self.channels.journal, self.group, id="0", mkstream=True)
+            log.info("journal_group_created", group=self.group, stream=self.channels.journal)
+        except ResponseError as error:
+            if "BUSYGROUP" not in str(error):
+                raise
+        self._group_ready = True
+
+    async def _read_pending(self) -> list[tuple[bytes, dict[bytes, bytes] | None]]:
+        claimed = await self.redis.xautoclaim(
+            self.channels.journal,
+            self.group,
+            self.consumer,
+            self.claim_idle_ms,
+            start_id="0-0",
+            count=self.batch_size,
+        )
+        if claimed[1]:
+            return list(claimed[1])
+        response = await self.redis.xreadgroup(
+            self.group, self.consumer, {self.channels.journal: "0"}, count=self.batch_size
+        )
+        return list(response[0][1]) if response else []
+
+    async def _read_new(self, *, block: bool) -> list[tuple[bytes, dict[bytes, bytes] | None]]:
+        response = await self.redis.xreadgroup(
+            self.group,
+            self.consumer,
+            {self.channels.journal: ">"},
+            count=self.batch_size,
+            block=self.block_ms if block else None,
+        )
+        return list(response[0][1]) if response else []
+
+    async def _process(self, raw: list[tuple[bytes, dict[bytes, bytes] | None]]) -> None:
+        entries: list[JournalEntry] = []
+        dead: list[tuple[str, dict[bytes, bytes], str]] = []
+        for entry_id, fields in raw:
+            parsed = self._parse(entry_id.decode(), fields or {})
+            if isinstance(parsed, JournalEntry):
+                entries.append(parsed)
+            else:
+                dead.append((entry_id.decode(), fields or {}, parsed))
+        done, failed = await self._handle(entries)
+        dead += [self._poison(entry, error) for entry, error in failed]
+        await self._set_aside(dead)
+        acknowledged = [entry.entry_id for entry in done] + [entry_id for entry_id, _, _ in dead]
+        if acknowledged:
+            await self.redis.xack(self.channels.journal, self.group, *acknowledged)
+        self.handled += len(done)
+
+    def _parse(self, entry_id: str, fields: dict[bytes, bytes]) -> JournalEntry | str:
+        if b"event" not in fields:
+            return "entry has no event field (trimmed from the stream, or not ours)"
+        channel = fields.get(b"channel", b"").decode("utf-8", "replace")
+        try:
+            return JournalEntry(entry_id, channel, self.codec.decode(fields[b"event"]))
+        except EventRejected as rejected:
+            return rejected.reason
+
+    async def _handle(
+        self, entries: list[JournalEntry]
+    ) -> tuple[list[JournalEntry], list[tuple[JournalEntry, Exception]]]:
+        """Handle the batch; if it fails, entry by entry. Returns (handled, failed alone).
+
+        Raises `HandlerFailed` when nothing could be handled: the batch stays pending.
+        """
+        if not entries:
+            return [], []
+        try:
+            await self.handler(entries)
+            return entries, []
+        except Exception as error:
+            if len(entries) > 1:
+                log.warning(
+                    "journal_batch_failed", group=self.group, size=len(entries), error=str(error)
+                )
+            first_error = error
+        done, failed = [], []
+        for entry in entries if len(entries) > 1 else []:
+            try:
+                await self.handler([entry])
+                done.append(entry)
+            except Exception as error:
+                failed.append((entry, error))
+        if not done:
+            for entry in entries:
+                self._failures[entry.entry_id] += 1
+            self._retry_pending = True
+            raise HandlerFailed(str(failed[0][1] if failed else first_error)) from first_error
+        return done, failed
+
+    def _poison(self, entry: JournalEntry, error: Exception) -> tuple[str, dict[bytes, bytes], str]:
+        """An entry the handler fails on while it handles others: set it aside."""
+        self._failures.pop(entry.entry_id, None)
+        fields = {b"channel": entry.channel.encode(), b"event": self.codec.encode(entry.event)}
+        return entry.entry_id, fields, f"handler failed: {type(error).__name__}: {error}"
+
+    async def _set_aside(self, dead: list[tuple[str, dict[bytes, bytes], str]]) -> None:
+        for entry_id, fields, reason in dead:
+            await self.redis.xadd(
+                self.channels.dead_letter,
+                {
+                    "entry_id": entry_id,
+                    "group": self.group,
+                    "reason": reason,
+                    "channel": fields.get(b"channel", b""),
+                    "event": fields.get(b"event", b""),
+                },
+                maxlen=self.dead_letter_maxlen,
+                approximate=True,
+            )
+            self.dead_lettered += 1
+            log.error(
+                "journal_entry_dead_lettered",
+                entry_id=entry_id,
+                group=self.group,
+                reason=reason,
+                dead_letter=self.channels.dead_letter,
+            )
+
+    async def _sleep_unless_stopping(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+        except TimeoutError:
+            pass
+
+
+class HandlerFailed(Exception):
+    """The handler failed on every entry of a batch; it stays pending and is retried."""
+
+
+def _is_nogroup(error: BaseException) -> bool:
+    return isinstance(error, ResponseError) and "NOGROUP" in str(error)

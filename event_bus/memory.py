@@ -1,0 +1,78 @@
+"""An in-process event bus with the Redis bus's interface, for the other packages' unit tests."""
+
+from __future__ import annotations
+
+from fnmatch import fnmatchcase
+
+from event_bus.channels import Channels
+from event_bus.codec import Codec
+from event_bus.events import Event
+from event_bus.stats import BusStats
+from event_bus.subscription import Handler, Subscription
+
+
+class InMemoryEventBus:
+    """Delivers through the real codec (so what cannot cross Redis fails here too) to
+    subscriptions matched with Redis glob patterns. `published` and `journal` keep every event.
+    """
+
+    def __init__(
+        self,
+        *,
+        channels: Channels | None = None,
+        codec: Codec | None = None,
+        queue_size: int = 10_000,
+    ) -> None:
+        self.channels = channels or Channels()
+        self.codec = codec or Codec()
+        self.stats = BusStats()
+        self.queue_size = queue_size
+        self.published: list[Event] = []
+        self.journal: list[tuple[str, bytes]] = []  # (channel, payload), as in the Redis stream
+        self._subscriptions: list[Subscription] = []
+
+    async def start(self) -> None:
+        for subscription in self._subscriptions:
+            subscription.start()
+
+    async def stop(self) -> None:
+        await self.drain()
+        for subscription in self._subscriptions:
+            await subscription.stop()
+
+    @property
+    def connected(self) -> bool:
+        return True
+
+    async def publish(self, event: Event) -> None:
+        channel = self.channels.for_event(event)
+        payload = self.codec.encode(event)
+        self.stats.published[type(event).__name__] += 1
+        self.published.append(event)
+        self.journal.append((channel, payload))
+        await self.deliver_raw(channel, payload)
+
+    async def deliver_raw(self, channel: str, payload: bytes) -> None:
+        """Deliver a payload as if it arrived from Redis on `channel` (for bad-input tests)."""
+        event = self.codec.decode(payload)
+        for subscription in self._subscriptions:
+            if fnmatchcase(channel, subscription.pattern):
+                await subscription.put(channel, event)
+
+    async def subscribe(
+        self, pattern: str, handler: Handler, *, name: str | None = None
+    ) -> Subscription:
+        subscription = Subscription(
+            pattern, handler, name=name or pattern, maxsize=self.queue_size, stats=self.stats
+        )
+        subscription.start()
+        self._subscriptions.append(subscription)
+        return subscription
+
+    async def drain(self) -> None:
+        """Run until idle: every queued event handled, including events handlers published."""
+        while any(s.backlog for s in self._subscriptions) or not all(
+            s.idle for s in self._subscriptions
+        ):
+            for subscription in self._subscriptions:
+                await subscription.drain()

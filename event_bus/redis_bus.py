@@ -1,0 +1,387 @@
+"""The production event bus: Redis pub/sub for delivery, a capped stream as the journal."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import OrderedDict
+from fnmatch import fnmatchcase
+from typing import Any
+
+import redis.asyncio as aioredis
+import structlog
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from event_bus.backoff import Backoff
+from event_bus.channels import Channels
+from event_bus.codec import Codec, EventRejected
+from event_bus.events import Event
+from event_bus.outbox import Outbox, Outgoing
+from event_bus.stats import BusStats, ThrottledLog
+from event_bus.subscription import Handler, Subscription
+
+log = structlog.get_logger()
+
+# What "Redis went away" looks like from redis-py.
+CONNECTION_ERRORS = (RedisError, OSError, asyncio.TimeoutError)
+
+
+def connect_redis(url: str, *, timeout: float, name: str = "trading") -> aioredis.Redis:
+    """A client that fails fast (the bus does its own backoff) and checks idle connections."""
+    return aioredis.Redis.from_url(
+        url,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        health_check_interval=30,
+        retry=Retry(NoBackoff(), 0),
+        client_name=name,
+    )
+
+
+class RecentIds:
+    """The last `size` event ids seen, to drop the second copy of a replayed event."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._ids: OrderedDict[str, None] = OrderedDict()
+
+    def add(self, event_id: str) -> bool:
+        """Remember `event_id`; False if it was already there."""
+        if event_id in self._ids:
+            return False
+        self._ids[event_id] = None
+        if len(self._ids) > self.size:
+            self._ids.popitem(last=False)
+        return True
+
+
+class RedisEventBus:
+    """Publishes every event on its channel (`Channels.for_event`) and appends it to the journal
+    stream (`Channels.journal`) in the same round trip; delivers pattern subscriptions to handlers.
+
+    - Publishing only queues the encoded event in a bounded `Outbox`; one flusher task sends what
+      has accumulated as one pipeline, so a burst costs one round trip. While Redis is away the
+      outbox holds events and delivers them in order when it returns (at least once: a batch cut
+      off mid-flight is sent again, and consumers deduplicate by event id).
+    - One reader task owns the pub/sub connection; on loss it reconnects with backoff,
+      subscribes every pattern again and replays from the journal the non-droppable events
+      published while it was away (deduplicated by id), so no order, fill or signal is missed.
+    - A payload that does not decode, or arrives on a channel it does not belong on, is logged
+      with its channel and reason, counted in `stats.rejected`, and skipped.
+    """
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        *,
+        channels: Channels | None = None,
+        codec: Codec | None = None,
+        journal_maxlen: int = 1_000_000,
+        outbox_capacity: int = 100_000,
+        queue_size: int = 10_000,
+        batch_size: int = 1_000,
+        reconnect_cap_seconds: float = 30.0,
+        replay_margin_seconds: float = 5.0,
+    ) -> None:
+        self.redis = redis
+        self.channels = channels or Channels()
+        self.codec = codec or Codec()
+        self.stats = BusStats()
+        self.journal_maxlen = journal_maxlen
+        self.queue_size = queue_size
+        self.batch_size = batch_size
+        self.replay_margin_seconds = replay_margin_seconds
+        self._outbox = Outbox(outbox_capacity)
+        self._reconnect_cap = reconnect_cap_seconds
+        # pattern -> its subscriptions (several handlers may share a pattern)
+        self._subscriptions: dict[str, list[Subscription]] = {}
+        # pattern -> ids of non-droppable events delivered to it lately
+        self._recent: dict[str, RecentIds] = {}
+        # pattern -> futures waiting for Redis to confirm the PSUBSCRIBE
+        self._confirmations: dict[str, list[asyncio.Future[None]]] = {}
+        self._pubsub: Any = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._connected = asyncio.Event()
+        self._has_patterns = asyncio.Event()
+        self._unconfirmed: set[str] = set()
+        self._last_message_at = time.time()
+        self._lost_at: float | None = None
+        self._publisher_down_since: float | None = None
+        self._log_rejected = ThrottledLog("event_rejected")
+        self._log_dropped = ThrottledLog("event_dropped")
+
+    @classmethod
+    def from_url(cls, url: str, *, timeout: float = 5.0, **options: Any) -> RedisEventBus:
+        return cls(connect_redis(url, timeout=timeout), **options)
+
+    # Lifecycle
+
+    async def start(self, *, wait_seconds: float = 5.0) -> None:
+        """Start the reader and the flusher; wait until subscribed, or log and go on retrying."""
+        if self._tasks:
+            return
+        self._tasks = [
+            asyncio.create_task(self._read_forever(), name="bus:reader"),
+            asyncio.create_task(self._flush_forever(), name="bus:flusher"),
+        ]
+        if not self._subscriptions:
+            return
+        try:
+            await asyncio.wait_for(self._connected.wait(), wait_seconds)
+        except TimeoutError:
+            log.warning("bus_not_connected_yet", waited_seconds=wait_seconds)
+
+    async def stop(self, *, timeout: float = 5.0) -> None:
+        """Deliver what is queued (bounded by `timeout`), then close everything."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.drain(), timeout)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        for subscriptions in self._subscriptions.values():
+            for subscription in subscriptions:
+                await subscription.stop()
+        await self._close_pubsub()
+        await self.redis.aclose()
+        if len(self._outbox):
+            log.error("bus_stopped_with_unsent_events", unsent=len(self._outbox))
+
+    async def drain(self) -> None:
+        """Wait until every subscription's queue is handled and the outbox is sent."""
+        while True:
+            for subscriptions in list(self._subscriptions.values()):
+                for subscription in subscriptions:
+                    await subscription.drain()
+            await self._outbox.wait_empty()
+            if all(s.backlog == 0 for subs in self._subscriptions.values() for s in subs):
+                return
+
+    @property
+    def connected(self) -> bool:
+        """The subscriber side is connected and every pattern is subscribed."""
+        return self._connected.is_set()
+
+    # Publishing
+
+    async def publish(self, event: Event) -> None:
+        """Queue `event` for its channel and the journal. Waits only when the outbox is full."""
+        payload = self.codec.encode(event)
+        event_type = type(event).__name__
+        dropped = await self._outbox.put(
+            self.channels.for_event(event), payload, event_type, type(event).droppable
+        )
+        if dropped is not None:
+            self.stats.dropped[dropped.event_type] += 1
+            self._log_dropped(
+                reason="outbox_full",
+                event_type=dropped.event_type,
+                dropped_total=sum(self.stats.dropped.values()),
+            )
+        self.stats.published[event_type] += 1
+
+    async def _flush_forever(self) -> None:
+        backoff = Backoff(0.05, self._reconnect_cap)
+        while True:
+            batch = await self._outbox.take(self.batch_size)
+            while not await self._send(batch):
+                await asyncio.sleep(backoff.next_delay())
+            backoff.reset()
+            self._outbox.sent(len(batch))
+
+    async def _send(self, batch: list[Outgoing]) -> bool:
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for item in batch:
+                    pipe.publish(item.channel, item.payload)
+                    pipe.xadd(
+                        self.channels.journal,
+                        {"channel": item.channel, "event": item.payload},
+                        maxlen=self.journal_maxlen,
+                        approximate=True,
+                    )
+                await pipe.execute()
+        except CONNECTION_ERRORS as error:
+            if self._publisher_down_since is None:
+                self._publisher_down_since = time.monotonic()
+                log.warning("bus_publish_failed", error=str(error), queued=len(self._outbox))
+            return False
+        if self._publisher_down_since is not None:
+            log.info(
+                "bus_publish_resumed",
+                down_seconds=round(time.monotonic() - self._publisher_down_since, 3),
+                queued=len(self._outbox),
+            )
+            self._publisher_down_since = None
+        return True
+
+    # Subscribing
+
+    async def subscribe(
+        self, pattern: str, handler: Handler, *, name: str | None = None
+    ) -> Subscription:
+        """Deliver events on channels matching `pattern` to `handler`, one at a time, in order.
+
+        When the bus is connected, returns once Redis has confirmed the subscription.
+        """
+        subscription = Subscription(
+            pattern, handler, name=name or pattern, maxsize=self.queue_size, stats=self.stats
+        )
+        subscription.start()
+        first = pattern not in self._subscriptions
+        self._subscriptions.setdefault(pattern, []).append(subscription)
+        self._recent.setdefault(pattern, RecentIds(100_000))
+        self._has_patterns.set()
+        if first and self._pubsub is not None:
+            await self._psubscribe_now(pattern)
+        return subscription
+
+    async def _psubscribe_now(self, pattern: str, timeout: float = 5.0) -> None:
+        """Subscribe on the live connection; the reader task resolves the confirmation."""
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._confirmations.setdefault(pattern, []).append(waiter)
+        try:
+            await self._pubsub.psubscribe(pattern)
+            await asyncio.wait_for(waiter, timeout)
+        except (*CONNECTION_ERRORS, ConnectionError) as error:
+            # The reader reconnects and subscribes every pattern again, this one included.
+            log.warning("bus_subscribe_deferred", pattern=pattern, error=str(error))
+
+    # Reading
+
+    async def _read_forever(self) -> None:
+        backoff = Backoff(0.05, self._reconnect_cap)
+        while True:
+            try:
+                await self._connect_pubsub()
+                backoff.reset()
+                await self._read_messages()
+            except CONNECTION_ERRORS as error:
+                self._on_connection_lost(error)
+                await self._close_pubsub()
+                await asyncio.sleep(backoff.next_delay())
+
+    async def _connect_pubsub(self) -> None:
+        await self._has_patterns.wait()
+        self._pubsub = self.redis.pubsub()
+        self._unconfirmed = set(self._subscriptions)
+        await self._pubsub.psubscribe(*self._unconfirmed)
+
+    async def _on_subscribed(self) -> None:
+        """Every pattern is confirmed: catch up from the journal if we were away, then go live."""
+        if self._lost_at is not None:
+            await self._replay_missed()
+            log.info(
+                "bus_reconnected",
+                patterns=len(self._subscriptions),
+                down_seconds=round(time.time() - self._lost_at, 3),
+            )
+            self._lost_at = None
+            self.stats.reconnects += 1
+        self._connected.set()
+
+    async def _read_messages(self) -> None:
+        while True:
+            message = await self._pubsub.get_message(timeout=1.0)
+            if message is None:
+                continue
+            kind = message["type"]
+            if kind == "pmessage":
+                self._last_message_at = time.time()
+                await self._deliver(
+                    message["pattern"].decode(), message["channel"].decode(), message["data"]
+                )
+            elif kind == "psubscribe":
+                pattern = message["channel"].decode()
+                self._confirm(pattern)
+                if pattern in self._unconfirmed:
+                    self._unconfirmed.discard(pattern)
+                    if not self._unconfirmed:
+                        await self._on_subscribed()
+
+    def _confirm(self, pattern: str) -> None:
+        for waiter in self._confirmations.pop(pattern, []):
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def _on_connection_lost(self, error: BaseException) -> None:
+        if self._connected.is_set():
+            self._lost_at = time.time()
+            log.warning("bus_connection_lost", error=str(error) or type(error).__name__)
+        self._connected.clear()
+        for waiters in self._confirmations.values():
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_exception(ConnectionError("bus connection lost"))
+        self._confirmations.clear()
+
+    async def _close_pubsub(self) -> None:
+        if self._pubsub is not None:
+            with contextlib.suppress(*CONNECTION_ERRORS):
+                await self._pubsub.aclose()
+            self._pubsub = None
+
+    async def _replay_missed(self) -> None:
+        """Deliver the journal's non-droppable events published since the connection was lost.
+
+        Messages up to the last one received were delivered (Redis keeps order per connection);
+        the margin covers the clock difference between this host and the Redis server.
+        """
+        assert self._lost_at is not None
+        since = max(self._last_message_at, self._lost_at - 35.0) - self.replay_margin_seconds
+        start = f"{int(since * 1000)}-0"
+        replayed = 0
+        while True:
+            entries = await self.redis.xrange(self.channels.journal, min=start, count=1000)
+            for entry_id, fields in entries:
+                replayed += await self._replay_entry(fields)
+                start = b"(" + entry_id
+            if len(entries) < 1000:
+                break
+        log.info("bus_replayed_from_journal", events=replayed)
+
+    async def _replay_entry(self, fields: dict[bytes, bytes]) -> int:
+        channel = fields.get(b"channel", b"").decode()
+        delivered = 0
+        for pattern in self._subscriptions:
+            if fnmatchcase(channel, pattern):
+                delivered += await self._deliver(
+                    pattern, channel, fields.get(b"event", b""), replaying=True
+                )
+        return delivered
+
+    async def _deliver(
+        self, pattern: str, channel: str, payload: bytes, *, replaying: bool = False
+    ) -> int:
+        event = self._decode(channel, payload)
+        if event is None or (replaying and event.droppable):
+            return 0
+        if not event.droppable and not self._recent[pattern].add(event.id):
+            self.stats.duplicates[type(event).__name__] += 1
+            return 0
+        for subscription in self._subscriptions.get(pattern, ()):
+            await subscription.put(channel, event)
+        return 1
+
+    def _decode(self, channel: str, payload: bytes) -> Event | None:
+        try:
+            event = self.codec.decode(payload)
+        except EventRejected as rejected:
+            return self._reject(channel, rejected.reason, payload)
+        expected = self.channels.for_event(event)
+        if expected != channel:
+            return self._reject(channel, f"{type(event).__name__} belongs on {expected}", payload)
+        return event
+
+    def _reject(self, channel: str, reason: str, payload: bytes) -> None:
+        self.stats.rejected[channel] += 1
+        self._log_rejected(
+            channel=channel,
+            reason=reason,
+            payload=payload[:200].decode("utf-8", "replace"),
+            rejected_total=sum(self.stats.rejected.values()),
+        )
+        return None

@@ -1,0 +1,61 @@
+"""Counters the bus keeps, for logs, `status`, metrics and tests."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+import structlog
+
+
+@dataclass
+class BusStats:
+    """Every counter is keyed by event type name, except where noted."""
+
+    published: Counter[str] = field(default_factory=Counter)
+    delivered: Counter[str] = field(default_factory=Counter)
+    dropped: Counter[str] = field(default_factory=Counter)  # market data dropped from the outbox
+    conflated: Counter[str] = field(default_factory=Counter)  # replaced by a newer one in a queue
+    rejected: Counter[str] = field(default_factory=Counter)  # by channel: malformed payloads
+    handler_errors: Counter[str] = field(default_factory=Counter)  # by subscription name
+    duplicates: Counter[str] = field(default_factory=Counter)  # seen twice (journal gap fill)
+    reconnects: int = 0
+
+    def snapshot(self) -> dict[str, object]:
+        return {
+            "published": dict(self.published),
+            "delivered": dict(self.delivered),
+            "dropped": dict(self.dropped),
+            "conflated": dict(self.conflated),
+            "rejected": dict(self.rejected),
+            "handler_errors": dict(self.handler_errors),
+            "duplicates": dict(self.duplicates),
+            "reconnects": self.reconnects,
+        }
+
+
+class ThrottledLog:
+    """Logs at most `per_second` lines of one event name; counts what it held back.
+
+    Ten thousand malformed messages should be counted, not written ten thousand times.
+    """
+
+    def __init__(self, event: str, per_second: float = 5.0, level: str = "warning") -> None:
+        self.event = event
+        self.interval = 1.0 / per_second
+        self.level = level
+        self.suppressed = 0
+        self._next_at = 0.0
+        self._log = structlog.get_logger("event_bus")
+
+    def __call__(self, **fields: object) -> None:
+        now = time.monotonic()
+        if now < self._next_at:
+            self.suppressed += 1
+            return
+        self._next_at = now + self.interval
+        if self.suppressed:
+            fields["suppressed_since_last"] = self.suppressed
+            self.suppressed = 0
+        getattr(self._log, self.level)(self.event, **fields)

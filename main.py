@@ -1,0 +1,323 @@
+"""The composition root and command line: builds the modules from settings and runs them."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import re
+import signal
+import socket
+import sys
+from collections.abc import Callable, Coroutine, MutableMapping, Sequence
+from datetime import UTC, datetime
+from typing import Any, NoReturn, Protocol
+
+import structlog
+
+import event_bus.system  # noqa: F401  (registers the system events with the codec)
+from config import BusSettings, LogSettings, Settings, SettingsError, load_settings, masked_url
+from event_bus import CONNECTION_ERRORS, Channels, Event, RedisEventBus
+from event_bus.system import ControlCommand
+
+log = structlog.get_logger()
+
+EXIT_OK, EXIT_FAULT, EXIT_USAGE, EXIT_GUARD = 0, 1, 2, 3
+
+_URL_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@\s]+@", re.IGNORECASE)
+
+
+# Logging
+
+
+def _redact_secrets(
+    _: Any, __: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """Mask the password of any URL in any string field, whoever logged it."""
+    for key, value in event_dict.items():
+        if isinstance(value, str) and "://" in value:
+            event_dict[key] = _URL_PASSWORD.sub(r"\1***@", value)
+    return event_dict
+
+
+def configure_logging(settings: LogSettings, stream: Any = None) -> None:
+    """structlog for our code and stdlib logging (ib_async, redis) through one renderer."""
+    stream = stream or sys.stderr
+    fmt = settings.log_format
+    if fmt == "auto":
+        fmt = "console" if stream.isatty() else "json"
+    renderer: Any = (
+        structlog.dev.ConsoleRenderer(colors=stream.isatty())
+        if fmt == "console"
+        else structlog.processors.JSONRenderer()
+    )
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.stdlib.ExtraAdder(),
+        _redact_secrets,
+    ]
+    structlog.configure(
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=shared,
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.format_exc_info if fmt == "json" else _identity,
+            _redact_secrets,
+            renderer,
+        ],
+    )
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(settings.log_level)
+
+
+def _identity(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    return event_dict
+
+
+# Building blocks
+
+
+def build_bus(settings: BusSettings) -> RedisEventBus:
+    return RedisEventBus.from_url(
+        settings.redis_url.get_secret_value(),
+        timeout=settings.redis_timeout_seconds,
+        channels=Channels(settings.channel_prefix),
+        journal_maxlen=settings.journal_maxlen,
+        outbox_capacity=settings.bus_outbox_capacity,
+        queue_size=settings.bus_queue_size,
+        reconnect_cap_seconds=settings.bus_reconnect_cap_seconds,
+    )
+
+
+class Module(Protocol):
+    """What `run` starts and stops: one package's long-lived component."""
+
+    name: str
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+# module name -> factory; each package's issue adds its line here
+MODULE_FACTORIES: dict[str, Callable[[Settings, RedisEventBus], Module]] = {}
+
+
+# Commands
+
+
+async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    names = args.modules or list(MODULE_FACTORIES)
+    unknown = [name for name in names if name not in MODULE_FACTORIES]
+    if unknown or not names:
+        available = ", ".join(MODULE_FACTORIES) or "none yet"
+        print(
+            f"main.py run: error: unknown module {', '.join(unknown)!s} (available: {available})",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    bus = build_bus(settings.bus)
+    log.info(
+        "daemon_starting",
+        modules=names,
+        redis=masked_url(settings.bus.redis_url),
+        trading_mode=settings.execution.trading_mode,
+    )
+    modules = [MODULE_FACTORIES[name](settings, bus) for name in names]
+    stop = _stop_on_signals()
+    await bus.start()
+    started: list[Module] = []
+    try:
+        for module in modules:
+            await module.start()
+            started.append(module)
+        await stop.wait()
+    finally:
+        for module in reversed(started):
+            await module.stop()
+        await bus.stop()
+    log.info("daemon_stopped")
+    return EXIT_OK
+
+
+def _stop_on_signals() -> asyncio.Event:
+    """SIGTERM/SIGINT ask for a graceful stop; a second one forces the exit."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def on_signal(number: int) -> None:
+        if stop.is_set():
+            log.error("forced_exit", signal=signal.Signals(number).name)
+            os._exit(EXIT_FAULT)
+        log.info("stopping", signal=signal.Signals(number).name)
+        stop.set()
+
+    for number in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(number, on_signal, number)
+    return stop
+
+
+async def cmd_tail(args: argparse.Namespace, settings: Settings) -> int:
+    channels = Channels(settings.bus.channel_prefix)
+    pattern = args.pattern or channels.everything
+    if not pattern.startswith(channels.prefix + ":"):
+        pattern = f"{channels.prefix}:{pattern}"
+    colour = sys.stdout.isatty()
+
+    async def show(event: Event) -> None:
+        print(format_event(event, channels.for_event(event), colour=colour), flush=True)
+
+    bus = build_bus(settings.bus)
+    await bus.subscribe(pattern, show, name="tail")
+    await bus.start()
+    print(
+        f"# tailing {pattern} on {masked_url(settings.bus.redis_url)} (Ctrl-C to stop)",
+        file=sys.stderr,
+    )
+    try:
+        await _stop_on_signals().wait()
+    finally:
+        await bus.stop(timeout=1.0)
+    return EXIT_OK
+
+
+_COLOURS = {
+    "tick": "\x1b[2m",
+    "bar": "\x1b[36m",
+    "signal": "\x1b[33m",
+    "order": "\x1b[35m",
+    "fill": "\x1b[32m",
+    "system": "\x1b[31m",
+    "control": "\x1b[1;31m",
+}
+
+
+def format_event(event: Event, channel: str, *, colour: bool = False) -> str:
+    """One readable line: time, channel, type and the event's own fields."""
+    fields = [
+        f"{name}={getattr(event, name)}"
+        for name in event.__dataclass_fields__  # type: ignore[attr-defined]
+        if name not in ("id", "ts")
+    ]
+    line = f"{event.ts:%H:%M:%S.%f}"[:-3] + f"  {channel:<28} {type(event).__name__:<14} "
+    line += " ".join(fields) + f"  id={event.id}"
+    if not colour:
+        return line
+    start = _COLOURS.get(type(event).kind.split(":")[0], "")
+    return f"{start}{line}\x1b[0m" if start else line
+
+
+async def cmd_kill_switch(args: argparse.Namespace, settings: Settings) -> int:
+    """`halt` / `resume`: record the state durably, then tell the running daemon."""
+    command = ControlCommand(
+        command=args.command,
+        reason=args.reason,
+        issued_by=f"{os.getenv('USER', 'operator')}@{socket.gethostname()}",
+    )
+    bus = build_bus(settings.bus)
+    key = bus.channels.state_key("halt")
+    try:
+        if command.command == "halt":
+            await bus.redis.set(key, bus.codec.encode(command))
+        else:
+            await bus.redis.delete(key)
+        await bus.start()
+        await bus.publish(command)
+        await asyncio.wait_for(bus.drain(), settings.bus.redis_timeout_seconds)
+    except CONNECTION_ERRORS as error:
+        log.error(
+            "kill_switch_failed",
+            command=command.command,
+            error=str(error),
+            redis=masked_url(settings.bus.redis_url),
+        )
+        return EXIT_FAULT
+    finally:
+        await bus.stop(timeout=1.0)
+    log.info(
+        "kill_switch_sent",
+        command=command.command,
+        reason=command.reason,
+        at=datetime.now(UTC).isoformat(),
+    )
+    return EXIT_OK
+
+
+# Command line
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad flag in one line and exits 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="main.py", description=__doc__)
+    commands = parser.add_subparsers(dest="command_name", required=True, parser_class=_Parser)
+
+    run = commands.add_parser("run", help="the long-lived daemon (all modules, or --modules)")
+    run.add_argument(
+        "--modules",
+        type=_module_list,
+        default=None,
+        help="comma-separated subset, e.g. market_data,strategy",
+    )
+    run.set_defaults(handler=cmd_run)
+
+    tail = commands.add_parser("tail", help="a decoded live view of the events")
+    tail.add_argument("pattern", nargs="?", help="channel pattern, e.g. 'fill:*' (default all)")
+    tail.set_defaults(handler=cmd_tail)
+
+    for name, text in (
+        ("halt", "stop all new orders and cancel open ones"),
+        ("resume", "allow new orders again"),
+    ):
+        kill = commands.add_parser(name, help=f"kill switch: {text}")
+        kill.add_argument("--reason", default="", help="recorded with the command")
+        kill.set_defaults(handler=cmd_kill_switch, command=name)
+    return parser
+
+
+def _module_list(text: str) -> list[str]:
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("expected a comma-separated list of modules")
+    return names
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings()
+    except SettingsError as error:
+        print(f"main.py: bad setting: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    configure_logging(settings.log)
+    handler: Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, int]] = args.handler
+    try:
+        return asyncio.run(handler(args, settings))
+    except KeyboardInterrupt:
+        return EXIT_OK
+    except Exception as error:
+        log.exception("fatal_error", error=str(error))
+        return EXIT_FAULT
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(BrokenPipeError):
+        sys.exit(main())
