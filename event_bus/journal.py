@@ -103,7 +103,7 @@ class JournalReader:
         entries = await self._read_pending() if self._retry_pending else []
         if self._retry_pending and not entries:
             self._retry_pending = False
-        if all(self._failures[entry_id] >= self.max_attempts for entry_id, _ in entries):
+        if all(self._failures[entry_id.decode()] >= self.max_attempts for entry_id, _ in entries):
             # Only entries that keep failing alone: try them beside new ones, which tells a
             # poison entry (the new ones succeed) from a handler that is down (nothing does).
             entries += await self._read_new(block=not entries)

@@ -1,0 +1,167 @@
+"""The journal's consumer-group reader: acknowledged after handling, nothing lost, poison set aside."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+import redis.asyncio as aioredis
+
+from event_bus import Channels, JournalEntry, JournalReader, RedisEventBus
+from event_bus.embedded import EmbeddedRedis
+from tests.event_bus.events_for_tests import SampleFill
+
+ReaderFactory = Callable[..., JournalReader]
+
+
+@pytest.fixture
+async def client(redis_url: str, clean_keys: None) -> AsyncIterator[aioredis.Redis]:
+    connection = aioredis.Redis.from_url(redis_url)
+    yield connection
+    await connection.aclose()
+
+
+async def publish_fills(url: str, channels: Channels, count: int, start: int = 0) -> list[str]:
+    bus = RedisEventBus.from_url(url, channels=channels)
+    await bus.start()
+    fills = [SampleFill(symbol="A", quantity=1, sequence=n) for n in range(start, start + count)]
+    for fill in fills:
+        await bus.publish(fill)
+    await bus.stop()
+    return [fill.id for fill in fills]
+
+
+class Store:
+    """A handler that records event ids, and can be told to fail."""
+
+    def __init__(self) -> None:
+        self.ids: list[str] = []
+        self.fail_all = False
+        self.poison: set[int] = set()  # sequences it always fails on
+
+    async def __call__(self, entries: list[JournalEntry]) -> None:
+        if self.fail_all:
+            raise ConnectionError("database down")
+        if any(entry.event.sequence in self.poison for entry in entries):  # type: ignore[attr-defined]
+            raise ValueError("cannot store this one")
+        self.ids += [entry.event.id for entry in entries]
+
+
+def reader(
+    client: aioredis.Redis, channels: Channels, store: Store, **options: object
+) -> JournalReader:
+    options.setdefault("block_ms", 50)
+    return JournalReader(
+        client, group="storage", consumer="storage-1", handler=store, channels=channels, **options
+    )  # type: ignore[arg-type]
+
+
+async def read_until_idle(journal: JournalReader) -> None:
+    """Drive the reader until a read finds nothing (the tests' "run until idle")."""
+    for _ in range(1000):
+        if await journal.read_once() == 0 and not journal._retry_pending:
+            return
+    raise AssertionError("journal reader never became idle")
+
+
+async def pending_count(client: aioredis.Redis, channels: Channels) -> int:
+    summary = await client.xpending(channels.journal, "storage")
+    return int(summary["pending"])
+
+
+async def test_every_event_is_handled_once_and_acknowledged(
+    redis_url: str, channels: Channels, client: aioredis.Redis
+) -> None:
+    """All journal entries reach the handler in order, and none stays pending."""
+    ids = await publish_fills(redis_url, channels, 25)
+    store = Store()
+    await read_until_idle(reader(client, channels, store, batch_size=10))
+    assert store.ids == ids
+    assert await pending_count(client, channels) == 0
+
+
+async def test_failed_batch_stays_pending_and_is_handled_by_the_next_reader(
+    redis_url: str, channels: Channels, client: aioredis.Redis
+) -> None:
+    """A handler that fails (storage down, or killed) leaves its batch for the restarted reader."""
+    ids = await publish_fills(redis_url, channels, 10)
+    store = Store()
+    store.fail_all = True
+    first = reader(client, channels, store)
+    with pytest.raises(Exception, match="database down"):
+        await first.read_once()
+    assert await pending_count(client, channels) == 10
+
+    store.fail_all = False
+    await read_until_idle(reader(client, channels, store))  # a new reader, as after a restart
+    assert store.ids == ids
+    assert await pending_count(client, channels) == 0
+
+
+async def test_poison_entry_is_dead_lettered_and_the_rest_go_on(
+    redis_url: str, channels: Channels, client: aioredis.Redis
+) -> None:
+    """One entry the handler always fails on goes to the dead letter; the others are stored."""
+    ids = await publish_fills(redis_url, channels, 10)
+    store = Store()
+    store.poison = {4}
+    journal = reader(client, channels, store)
+    await read_until_idle(journal)
+    assert store.ids == ids[:4] + ids[5:]
+    dead = await client.xrange(channels.dead_letter)
+    assert len(dead) == 1
+    assert dead[0][1][b"reason"].startswith(b"handler failed: ValueError")
+    assert journal.dead_lettered == 1
+    assert await pending_count(client, channels) == 0
+
+
+async def test_lone_poison_entry_is_dead_lettered_once_new_entries_succeed(
+    redis_url: str, channels: Channels, client: aioredis.Redis
+) -> None:
+    """A poison entry alone in its batch cannot block the journal once others arrive."""
+    [poison_id] = await publish_fills(redis_url, channels, 1)
+    store = Store()
+    store.poison = {0}
+    journal = reader(client, channels, store, max_attempts=2)
+    for _ in range(2):
+        with pytest.raises(Exception, match="cannot store"):
+            await journal.read_once()
+    later = await publish_fills(redis_url, channels, 3, start=1)
+    await read_until_idle(journal)
+    assert store.ids == later
+    assert [fields[b"event"] for _, fields in await client.xrange(channels.dead_letter)] != []
+    assert poison_id not in store.ids
+
+
+async def test_undecodable_entry_is_dead_lettered_with_its_reason(
+    redis_url: str, channels: Channels, client: aioredis.Redis
+) -> None:
+    """Garbage written straight into the journal is set aside; good entries are handled."""
+    await client.xadd(channels.journal, {"channel": "x", "event": b"{broken"})
+    ids = await publish_fills(redis_url, channels, 2)
+    store = Store()
+    await read_until_idle(reader(client, channels, store))
+    assert store.ids == ids
+    [(_, fields)] = await client.xrange(channels.dead_letter)
+    assert fields[b"reason"].startswith(b"not a JSON event")
+    assert fields[b"event"] == b"{broken"
+
+
+async def test_reader_survives_a_redis_restart_that_loses_the_group(
+    embedded_redis: EmbeddedRedis,
+) -> None:
+    """Redis restarted empty (group gone): the reader recreates its group and goes on."""
+    channels = Channels("restart")
+    connection = aioredis.Redis.from_url(embedded_redis.url, socket_timeout=2)
+    store = Store()
+    journal = reader(connection, channels, store)
+    first = await publish_fills(embedded_redis.url, channels, 3)
+    await read_until_idle(journal)
+    await embedded_redis.restart()
+    with pytest.raises(Exception):  # noqa: B017 - the connection error itself
+        await journal.read_once()
+    journal._group_ready = False  # what run() does on a NOGROUP or connection error
+    second = await publish_fills(embedded_redis.url, channels, 3, start=3)
+    await read_until_idle(journal)
+    await connection.aclose()
+    assert store.ids == first + second

@@ -1,0 +1,238 @@
+"""The Redis bus against a real Redis server: delivery, journal, bad input, restarts."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+import redis.asyncio as aioredis
+
+from event_bus import Channels, Event, RedisEventBus
+from event_bus.embedded import EmbeddedRedis
+from tests.event_bus.events_for_tests import SampleFill, SampleQuote
+from tests.helpers import eventually
+
+BusFactory = Callable[..., RedisEventBus]
+
+
+@pytest.fixture
+async def make_bus(channels: Channels, clean_keys: None) -> AsyncIterator[BusFactory]:
+    """Builds buses on a URL (the shared server by default); stops them all afterwards."""
+    buses: list[RedisEventBus] = []
+
+    def factory(url: str, **options: object) -> RedisEventBus:
+        options.setdefault("reconnect_cap_seconds", 0.3)
+        bus = RedisEventBus.from_url(url, timeout=2.0, channels=channels, **options)
+        buses.append(bus)
+        return bus
+
+    yield factory
+    for bus in buses:
+        await bus.stop(timeout=1.0)
+
+
+class Recorder:
+    """A handler that remembers what it was given."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+
+    async def __call__(self, event: Event) -> None:
+        self.events.append(event)
+
+
+async def test_published_event_reaches_subscriber_and_journal(
+    redis_url: str, channels: Channels, make_bus: BusFactory
+) -> None:
+    """One publish: the whole event at the subscriber, the same JSON in the journal stream."""
+    bus = make_bus(redis_url)
+    received = Recorder()
+    await bus.subscribe(channels.instrument("fill", "*"), received)
+    await bus.start()
+    fill = SampleFill(symbol="AAPL", quantity=10)
+    await bus.publish(fill)
+    await eventually(lambda: received.events == [fill], message="fill delivered")
+
+    journal = await bus.redis.xrange(channels.journal)
+    assert len(journal) == 1
+    fields = journal[0][1]
+    assert fields[b"channel"] == b"%s:fill:AAPL" % channels.prefix.encode()
+    payload = json.loads(fields[b"event"])
+    assert payload == {
+        "type": "SampleFill",
+        "v": 1,
+        "id": fill.id,
+        "ts": fill.ts.isoformat().replace("+00:00", "Z"),
+        "symbol": "AAPL",
+        "quantity": 10.0,
+        "sequence": 0,
+    }
+
+
+async def test_each_pattern_gets_its_events_and_overlapping_patterns_both_get_them(
+    redis_url: str, channels: Channels, make_bus: BusFactory
+) -> None:
+    """`fill:*` sees fills only; `*` sees everything; both see the same fill once each."""
+    bus = make_bus(redis_url)
+    fills, everything = Recorder(), Recorder()
+    await bus.subscribe(channels.instrument("fill", "*"), fills)
+    await bus.subscribe(channels.everything, everything)
+    await bus.start()
+    quote, fill = SampleQuote(symbol="MSFT", price=1.5), SampleFill(symbol="MSFT", quantity=1)
+    await bus.publish(quote)
+    await bus.publish(fill)
+    await eventually(lambda: len(everything.events) == 2 and len(fills.events) == 1)
+    assert fills.events == [fill]
+    assert everything.events == [quote, fill]
+
+
+async def test_malformed_payloads_are_counted_and_the_subscriber_goes_on(
+    redis_url: str, channels: Channels, make_bus: BusFactory
+) -> None:
+    """Garbage, unknown types, bad fields and wrong channels are rejected; the next event arrives."""
+    bus = make_bus(redis_url)
+    received = Recorder()
+    await bus.subscribe(channels.everything, received)
+    await bus.start()
+    fill_channel = channels.instrument("fill", "AAPL")
+    bad = [
+        (fill_channel, b"not json"),
+        (fill_channel, b'{"type":"NoSuchEvent"}'),
+        (fill_channel, b'{"type":"SampleFill","symbol":"AAPL","quantity":"ten"}'),
+        (
+            channels.instrument("tick", "AAPL"),
+            b'{"type":"SampleFill","symbol":"AAPL","quantity":1}',
+        ),
+        (fill_channel, b'{"type":"SampleFill","symbol":"MSFT","quantity":1}'),
+        (channels.control, b"\xff\xfe"),
+    ]
+    for channel, payload in bad:
+        await bus.redis.publish(channel, payload)
+    good = SampleFill(symbol="AAPL", quantity=2)
+    await bus.publish(good)
+    await eventually(lambda: received.events == [good], message="good event after bad ones")
+    assert sum(bus.stats.rejected.values()) == len(bad)
+    assert bus.stats.rejected[fill_channel] == 4
+
+
+async def test_slow_handler_does_not_stall_other_subscriptions(
+    redis_url: str, channels: Channels, make_bus: BusFactory
+) -> None:
+    """While one handler is stuck, another subscription keeps receiving."""
+    bus = make_bus(redis_url)
+    stuck = asyncio.Event()
+    fast = Recorder()
+
+    async def blocked(event: Event) -> None:
+        await stuck.wait()
+
+    await bus.subscribe(channels.instrument("fill", "*"), blocked, name="stuck")
+    await bus.subscribe(channels.instrument("tick", "*"), fast, name="fast")
+    await bus.start()
+    await bus.publish(SampleFill(symbol="A", quantity=1))
+    quotes = [SampleQuote(symbol="A", price=float(i)) for i in range(1, 21)]
+    for quote in quotes:
+        await bus.publish(quote)
+    await eventually(lambda: fast.events == quotes, message="quotes despite a stuck handler")
+    stuck.set()
+
+
+async def test_publish_while_redis_is_down_is_delivered_in_order_after_restart(
+    embedded_redis: EmbeddedRedis, make_bus: BusFactory
+) -> None:
+    """Redis killed and restarted empty: every fill queued meanwhile arrives once, in order."""
+    publisher, subscriber = make_bus(embedded_redis.url), make_bus(embedded_redis.url)
+    received = Recorder()
+    await subscriber.subscribe(subscriber.channels.instrument("fill", "*"), received)
+    await subscriber.start()
+    await publisher.start()
+    before = SampleFill(symbol="A", quantity=1, sequence=0)
+    await publisher.publish(before)
+    await eventually(lambda: received.events == [before])
+
+    embedded_redis.kill()
+    during = [SampleFill(symbol="A", quantity=1, sequence=n) for n in range(1, 51)]
+    for fill in during:
+        await publisher.publish(fill)  # queued in the outbox: returns at once
+    await embedded_redis.start()
+
+    await eventually(lambda: len(received.events) >= 51, timeout=15, message="fills after restart")
+    await publisher.drain()
+    await subscriber.drain()
+    assert [e.sequence for e in received.events] == list(range(51))  # type: ignore[attr-defined]
+    assert subscriber.stats.reconnects == 1
+
+
+async def test_restart_with_persistence_replays_the_gap_without_duplicates(
+    persistent_redis: EmbeddedRedis, make_bus: BusFactory
+) -> None:
+    """Redis restarted with its journal: the subscriber replays the gap but sees each fill once."""
+    publisher, subscriber = make_bus(persistent_redis.url), make_bus(persistent_redis.url)
+    received = Recorder()
+    await subscriber.subscribe(subscriber.channels.instrument("fill", "*"), received)
+    await subscriber.start()
+    await publisher.start()
+    first = [SampleFill(symbol="A", quantity=1, sequence=n) for n in range(20)]
+    for fill in first:
+        await publisher.publish(fill)
+    await eventually(lambda: len(received.events) == 20)
+
+    await persistent_redis.restart()
+    later = [SampleFill(symbol="A", quantity=1, sequence=n) for n in range(20, 40)]
+    for fill in later:
+        await publisher.publish(fill)
+    await eventually(
+        lambda: subscriber.stats.reconnects == 1 and len(received.events) >= 40,
+        timeout=15,
+        message="reconnected with every fill",
+    )
+    await publisher.drain()
+    await subscriber.drain()
+    assert [e.sequence for e in received.events] == list(range(40))  # type: ignore[attr-defined]
+    assert subscriber.stats.duplicates["SampleFill"] >= 1  # the replay did overlap, and was cut
+
+
+async def test_market_data_is_dropped_but_fills_are_kept_when_the_outbox_overflows(
+    embedded_redis: EmbeddedRedis, make_bus: BusFactory
+) -> None:
+    """With Redis away and a small outbox, quotes are dropped and counted; fills all arrive."""
+    publisher = make_bus(embedded_redis.url, outbox_capacity=10)
+    subscriber = make_bus(embedded_redis.url)
+    fills = Recorder()
+    await subscriber.subscribe(subscriber.channels.instrument("fill", "*"), fills)
+    await subscriber.start()
+    await publisher.start()
+    embedded_redis.kill()
+    sent = []
+    for n in range(40):
+        await publisher.publish(SampleQuote(symbol="A", price=float(n + 1)))
+        if n % 8 == 0:
+            fill = SampleFill(symbol="A", quantity=1, sequence=n)
+            sent.append(fill)
+            await publisher.publish(fill)
+    assert publisher.stats.dropped["SampleQuote"] >= 30
+    await embedded_redis.start()
+    await eventually(lambda: fills.events == sent, timeout=15, message="every fill")
+
+
+async def test_publisher_started_before_redis_delivers_once_it_answers(
+    make_bus: BusFactory,
+) -> None:
+    """A daemon started while Redis is down queues its events and sends them when Redis comes."""
+    server = EmbeddedRedis()
+    publisher = make_bus(server.url)
+    await publisher.start()
+    fill = SampleFill(symbol="A", quantity=3)
+    await publisher.publish(fill)
+    await server.start()
+    try:
+        await asyncio.wait_for(publisher.drain(), 10)
+        client = aioredis.Redis.from_url(server.url)
+        entries = await client.xrange(publisher.channels.journal)
+        await client.aclose()
+        assert [json.loads(fields[b"event"])["id"] for _, fields in entries] == [fill.id]
+    finally:
+        await publisher.stop(timeout=1.0)
+        await server.stop()
