@@ -1,0 +1,1 @@
+"""Execution: signals to IB orders, behind risk checks and the kill switch."""

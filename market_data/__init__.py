@@ -1,0 +1,1 @@
+"""Market data: IB ticks and bars onto the bus."""

@@ -1,0 +1,1 @@
+"""Storage: every event persisted once, with SQLAlchemy."""

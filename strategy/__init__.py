@@ -1,0 +1,1 @@
+"""Strategies: market data in, trade signals out; no I/O."""
