@@ -37,9 +37,10 @@ class BusSettings(_Section):
     @field_validator("redis_url")
     @classmethod
     def _redis_scheme(cls, value: SecretStr) -> SecretStr:
-        scheme = urlsplit(value.get_secret_value()).scheme
-        if scheme not in ("redis", "rediss", "unix"):
+        parts = urlsplit(value.get_secret_value())
+        if parts.scheme not in ("redis", "rediss", "unix"):
             raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        _ = parts.port  # raises ValueError on a port that is not a number in 0-65535
         return value
 
 
@@ -135,7 +136,7 @@ def load_settings(env_file: Path | None = DEFAULT_ENV_FILE) -> Settings:
             sections[name] = section(_env_file=env_file)  # type: ignore[call-arg]
         except ValidationError as error:
             raise SettingsError(_one_line(section, error)) from None
-    return Settings(**sections)
+    return Settings.model_validate(sections)
 
 
 def _one_line(section: type[_Section], error: ValidationError) -> str:
@@ -151,10 +152,13 @@ def _one_line(section: type[_Section], error: ValidationError) -> str:
 def masked_url(url: SecretStr | str) -> str:
     """The URL with its password replaced by `***`, fit for a log line."""
     raw = url.get_secret_value() if isinstance(url, SecretStr) else url
-    parts = urlsplit(raw)
-    if parts.password is None:
+    try:
+        parts = urlsplit(raw)
+    except ValueError:  # e.g. an unclosed IPv6 bracket: show nothing that could be the password
+        return "<unparseable URL>"
+    # Split the netloc by hand: `hostname`/`port` would drop IPv6 brackets or raise on a bad port.
+    userinfo, at, host_and_port = parts.netloc.rpartition("@")
+    if not at or ":" not in userinfo:
         return raw
-    user = parts.username or ""
-    host = parts.hostname or ""
-    netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
+    user = userinfo.partition(":")[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host_and_port}"))

@@ -80,7 +80,9 @@ class EmbeddedRedis:
             "--logfile",
             str(self.directory / "redis.log"),
         ]
-        self._process = subprocess.Popen(
+        # Popen, not asyncio's subprocess: the server outlives the event loop that started it
+        # (the tests start one per session and drive it from several loops).
+        self._process = subprocess.Popen(  # noqa: ASYNC220
             arguments, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         await self._wait_until_ready(timeout)

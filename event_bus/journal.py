@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import redis.asyncio as aioredis
 import structlog
@@ -98,7 +100,7 @@ class JournalReader:
         self._stopping.set()
 
     async def read_once(self) -> int:
-        """Read one batch (blocking up to `block_ms` for new entries), handle it; returns its size."""
+        """Read one batch (waiting up to `block_ms` for new entries), handle it; return its size."""
         await self._ensure_group()
         entries = await self._read_pending() if self._retry_pending else []
         if self._retry_pending and not entries:
@@ -133,13 +135,13 @@ class JournalReader:
         )
         if claimed[1]:
             return list(claimed[1])
-        response = await self.redis.xreadgroup(
+        response: Any = await self.redis.xreadgroup(
             self.group, self.consumer, {self.channels.journal: "0"}, count=self.batch_size
         )
         return list(response[0][1]) if response else []
 
     async def _read_new(self, *, block: bool) -> list[tuple[bytes, dict[bytes, bytes] | None]]:
-        response = await self.redis.xreadgroup(
+        response: Any = await self.redis.xreadgroup(
             self.group,
             self.consumer,
             {self.channels.journal: ">"},
@@ -236,10 +238,8 @@ class JournalReader:
             )
 
     async def _sleep_unless_stopping(self, seconds: float) -> None:
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), seconds)
-        except TimeoutError:
-            pass
 
 
 class HandlerFailed(Exception):

@@ -45,7 +45,7 @@ class Outbox:
     async def put(
         self, channel: str, payload: bytes, event_type: str, droppable: bool
     ) -> Outgoing | None:
-        """Queue one event; returns the market data event dropped for it (an older one, or this one)."""
+        """Queue one event; return the market data event dropped for it (older, or this one)."""
         evicted = None
         if len(self) >= self.capacity:
             if droppable:
@@ -71,7 +71,7 @@ class Outbox:
         while not (self._critical or self._droppable):
             self._not_empty.clear()
             await self._not_empty.wait()
-        batch = []
+        batch: list[Outgoing] = []
         critical, droppable = self._critical, self._droppable
         while len(batch) < limit and (critical or droppable):
             if not droppable or (critical and critical[0].sequence < droppable[0].sequence):

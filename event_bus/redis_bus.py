@@ -332,10 +332,10 @@ class RedisEventBus:
         """
         assert self._lost_at is not None
         since = max(self._last_message_at, self._lost_at - 35.0) - self.replay_margin_seconds
-        start = f"{int(since * 1000)}-0"
+        start: str | bytes = f"{int(since * 1000)}-0"
         replayed = 0
         while True:
-            entries = await self.redis.xrange(self.channels.journal, min=start, count=1000)
+            entries: Any = await self.redis.xrange(self.channels.journal, min=start, count=1000)
             for entry_id, fields in entries:
                 replayed += await self._replay_entry(fields)
                 start = b"(" + entry_id
@@ -370,10 +370,12 @@ class RedisEventBus:
         try:
             event = self.codec.decode(payload)
         except EventRejected as rejected:
-            return self._reject(channel, rejected.reason, payload)
+            self._reject(channel, rejected.reason, payload)
+            return None
         expected = self.channels.for_event(event)
         if expected != channel:
-            return self._reject(channel, f"{type(event).__name__} belongs on {expected}", payload)
+            self._reject(channel, f"{type(event).__name__} belongs on {expected}", payload)
+            return None
         return event
 
     def _reject(self, channel: str, reason: str, payload: bytes) -> None:

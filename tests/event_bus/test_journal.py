@@ -1,4 +1,4 @@
-"""The journal's consumer-group reader: acknowledged after handling, nothing lost, poison set aside."""
+"""The journal's consumer-group reader: acknowledged after handling, poison set aside."""
 
 from __future__ import annotations
 

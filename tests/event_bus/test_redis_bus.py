@@ -91,7 +91,7 @@ async def test_each_pattern_gets_its_events_and_overlapping_patterns_both_get_th
 async def test_malformed_payloads_are_counted_and_the_subscriber_goes_on(
     redis_url: str, channels: Channels, make_bus: BusFactory
 ) -> None:
-    """Garbage, unknown types, bad fields and wrong channels are rejected; the next event arrives."""
+    """Garbage, unknown types, bad fields, wrong channels: rejected; the next event arrives."""
     bus = make_bus(redis_url)
     received = Recorder()
     await bus.subscribe(channels.everything, received)
