@@ -1,0 +1,138 @@
+"""Market data end to end: contract details, ticks, real-time and historical bars, determinism."""
+
+from __future__ import annotations
+
+import asyncio
+
+from ib_async import IB, BarDataList, RealTimeBarList, Stock
+
+from ibsim import SimConfig, Simulator
+from tests.helpers import eventually
+
+
+async def test_qualify_known_symbol(ib: IB) -> None:
+    """qualifyContracts fills conId, primary exchange and trading class from contract details."""
+    [contract] = await ib.qualifyContractsAsync(Stock("MSFT", "SMART", "USD"))
+    assert contract == Stock(
+        "MSFT",
+        "SMART",
+        "USD",
+        conId=272093,
+        primaryExchange="NASDAQ",
+        localSymbol="MSFT",
+        tradingClass="NMS",
+    )
+
+
+async def test_unknown_symbol_gets_error_200(ib: IB) -> None:
+    """reqContractDetails for an unknown symbol answers error 200 and no details."""
+    codes: list[int] = []
+    ib.errorEvent += lambda req_id, code, message, contract: codes.append(code)
+    assert await ib.reqContractDetailsAsync(Stock("NOPE", "SMART", "USD")) == []
+    assert codes == [200]
+
+
+async def test_ticks_stream_bid_ask_last(ib: IB, sim: Simulator) -> None:
+    """reqMktData streams bid < ask, last and sizes; cancelling stops the stream."""
+    [contract] = await ib.qualifyContractsAsync(Stock("AAPL", "SMART", "USD"))
+    ticker = ib.reqMktData(contract)
+    await eventually(lambda: len(ticker.ticks) > 0 and ticker.bid > 0 and ticker.last > 0)
+    assert ticker.bid < ticker.ask
+    assert ticker.bidSize > 0 and ticker.askSize > 0 and ticker.lastSize > 0
+    assert ticker.marketDataType == 1
+    updates = asyncio.Event()
+    ticker.updateEvent += lambda _: updates.set()
+    await asyncio.wait_for(updates.wait(), 2)
+    ib.cancelMktData(contract)
+    await eventually(lambda: all(not session.quotes for session in sim.sessions))
+
+
+async def test_delayed_market_data_uses_delayed_tick_types(ib: IB) -> None:
+    """After reqMarketDataType(3), ticks come as delayed types (66/67/68) and type 3."""
+    ib.reqMarketDataType(3)
+    [contract] = await ib.qualifyContractsAsync(Stock("SPY", "SMART", "USD"))
+    ticker = ib.reqMktData(contract)
+    await eventually(lambda: {66, 67, 68} <= {tick.tickType for tick in ticker.ticks})
+    assert ticker.marketDataType == 3
+
+
+async def test_tick_listener_sees_every_tick_sent(ib: IB, sim: Simulator) -> None:
+    """The tick listener is called with (symbol, last, perf_counter_ns) for each tick batch."""
+    seen: list[tuple[str, float, int]] = []
+    sim.tick_listener = lambda symbol, last, sent_ns: seen.append((symbol, last, sent_ns))
+    [contract] = await ib.qualifyContractsAsync(Stock("AAPL", "SMART", "USD"))
+    ib.reqMktData(contract)
+    await eventually(lambda: len(seen) >= 3)
+    assert {symbol for symbol, _, _ in seen} == {"AAPL"}
+    assert sim.ticks_sent >= len(seen)
+
+
+async def test_real_time_bars_arrive_every_five_simulated_seconds(ib: IB) -> None:
+    """reqRealTimeBars delivers consistent 5-second OHLC bars, 5 s apart."""
+    [contract] = await ib.qualifyContractsAsync(Stock("AAPL", "SMART", "USD"))
+    bars: RealTimeBarList = ib.reqRealTimeBars(contract, 5, "TRADES", False)
+    await eventually(lambda: len(bars) >= 2)
+    first, second = bars[0], bars[1]
+    assert (second.time - first.time).total_seconds() == 5
+    assert all(
+        bar.low <= min(bar.open_, bar.close) <= max(bar.open_, bar.close) <= bar.high
+        for bar in bars
+    )
+    assert all(bar.volume > 0 and bar.count > 0 for bar in bars)
+    ib.cancelRealTimeBars(bars)
+
+
+async def test_historical_bars(ib: IB) -> None:
+    """reqHistoricalData returns the bars the duration asks for, ending at the current price."""
+    [contract] = await ib.qualifyContractsAsync(Stock("AAPL", "SMART", "USD"))
+    bars = await ib.reqHistoricalDataAsync(contract, "", "3600 S", "1 min", "TRADES", True)
+    assert len(bars) == 60
+    assert all(b.low <= min(b.open, b.close) <= max(b.open, b.close) <= b.high for b in bars)
+    assert [(b.date - a.date).total_seconds() for a, b in zip(bars, bars[1:])] == [60.0] * 59
+
+
+async def test_historical_daily_bars_are_dated(ib: IB) -> None:
+    """Daily bars carry a plain date."""
+    [contract] = await ib.qualifyContractsAsync(Stock("SPY", "SMART", "USD"))
+    bars = await ib.reqHistoricalDataAsync(contract, "", "10 D", "1 day", "TRADES", True)
+    assert len(bars) == 10
+    assert all(type(bar.date).__name__ == "date" for bar in bars)
+
+
+async def test_keep_up_to_date_updates_the_last_bar(ib: IB) -> None:
+    """keepUpToDate=True keeps sending historicalDataUpdate for the bar in progress."""
+    [contract] = await ib.qualifyContractsAsync(Stock("AAPL", "SMART", "USD"))
+    bars: BarDataList = await ib.reqHistoricalDataAsync(
+        contract, "", "60 S", "5 secs", "TRADES", True, keepUpToDate=True
+    )
+    initial = len(bars)
+    updates: list[bool] = []
+    bars.updateEvent += lambda bar_list, has_new_bar: updates.append(has_new_bar)
+    await eventually(lambda: True in updates, message="a new bar")
+    assert len(bars) > initial
+    ib.cancelHistoricalData(bars)
+
+
+def _price_path(seed: int, steps: int) -> list[float]:
+    sim = Simulator(SimConfig(port=0, seed=seed))
+    path = []
+    for _ in range(steps):
+        sim.advance()
+        instrument = sim.instruments["AAPL"]
+        sim.catch_up(instrument)
+        path.append(instrument.last)
+    return path
+
+
+def test_same_seed_same_prices() -> None:
+    """Prices are a function of the seed and the step, not of who watches them."""
+    assert _price_path(7, 50) == _price_path(7, 50)
+    assert _price_path(7, 50) != _price_path(8, 50)
+
+
+def test_synthetic_universe_for_benchmarks() -> None:
+    """synthetic_symbols=N adds N symbols with distinct conIds and positive prices."""
+    sim = Simulator(SimConfig(port=0, symbols=("AAPL",), synthetic_symbols=1000))
+    assert len(sim.instruments) == 1001
+    assert len({i.con_id for i in sim.instruments.values()}) == 1001
+    assert min(i.last for i in sim.instruments.values()) > 0
