@@ -80,6 +80,7 @@ async def serve(args: argparse.Namespace) -> int:
         log.info(
             "simulator_ready",
             how=f"ib.connect('{args.host}', {sim.port}, clientId=1)",
+            port=sim.port,
             account=config.account,
             symbols=len(sim.instruments),
         )

@@ -218,6 +218,22 @@ def cancel_account_updates_multi(sim: Simulator, session: ClientSession, request
     session.account_multi.pop(request.integer("reqId"), None)
 
 
+def req_account_summary(sim: Simulator, session: ClientSession, request: Request) -> None:
+    """The requested tags the simulator knows, for every account; not kept up to date."""
+    req_id = request.integer("reqId")
+    tags = set(request.text("tags").split(","))
+    for name, account in sim.broker.accounts.items():
+        for key, value, currency in payloads.account_value_rows(name, account, sim.instruments):
+            if key in tags:
+                values = {"reqId": req_id, "account": name, "tag": key, "value": value}
+                session.send("account_summary", {**values, "currency": currency})
+    session.send("account_summary_end", {"reqId": req_id})
+
+
+def cancel_account_summary(sim: Simulator, session: ClientSession, request: Request) -> None:
+    """Nothing to stop: account summaries are sent once."""
+
+
 def req_open_orders(sim: Simulator, session: ClientSession, request: Request) -> None:
     orders = [o for o in sim.broker.active_orders() if o.client_id == session.client_id]
     send_open_orders(sim, session, orders)
@@ -300,6 +316,8 @@ HANDLERS: Mapping[str, Callable[[Simulator, ClientSession, Request], None]] = {
     "req_account_updates": req_account_updates,
     "req_account_updates_multi": req_account_updates_multi,
     "cancel_account_updates_multi": cancel_account_updates_multi,
+    "req_account_summary": req_account_summary,
+    "cancel_account_summary": cancel_account_summary,
     "req_open_orders": req_open_orders,
     "req_all_open_orders": req_all_open_orders,
     "req_completed_orders": req_completed_orders,

@@ -149,6 +149,8 @@ LAYOUTS: Mapping[str, Layout] = {
     ),
     "position": Layout(61, 3, f"account {CONTRACT_FIELDS} position avgCost"),
     "position_end": Layout(62, 1, ""),
+    "account_summary": Layout(63, 1, "reqId account tag value currency"),
+    "account_summary_end": Layout(64, 1, "reqId"),
     "account_update_multi": Layout(73, 1, "reqId account modelCode key value currency"),
     "account_update_multi_end": Layout(74, 1, "reqId"),
     "completed_order": Layout(101, None, _COMPLETED_ORDER_FIELDS, _ORDER_DEFAULTS),

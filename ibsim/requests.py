@@ -46,6 +46,8 @@ REQUEST_LAYOUTS: Mapping[int, tuple[str, str]] = {
     51: ("cancel_real_time_bars", "version reqId"),
     59: ("req_market_data_type", "version marketDataType"),
     61: ("req_positions", "version"),
+    62: ("req_account_summary", "version reqId group tags"),
+    63: ("cancel_account_summary", "version reqId"),
     64: ("cancel_positions", "version"),
     71: ("start_api", "version clientId"),
     76: ("req_account_updates_multi", "version reqId account modelCode"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 from ib_async import IB, BarDataList, RealTimeBarList, Stock
 
@@ -88,7 +89,7 @@ async def test_historical_bars(ib: IB) -> None:
     bars = await ib.reqHistoricalDataAsync(contract, "", "3600 S", "1 min", "TRADES", True)
     assert len(bars) == 60
     assert all(b.low <= min(b.open, b.close) <= max(b.open, b.close) <= b.high for b in bars)
-    assert [(b.date - a.date).total_seconds() for a, b in zip(bars, bars[1:])] == [60.0] * 59
+    assert [(b.date - a.date).total_seconds() for a, b in itertools.pairwise(bars)] == [60.0] * 59
 
 
 async def test_historical_daily_bars_are_dated(ib: IB) -> None:

@@ -144,6 +144,14 @@ async def test_account_values_and_portfolio_follow_fills(ib: IB) -> None:
     await eventually(lambda: _account_value(ib, "TotalCashValue") == cash_before - spent)
 
 
+async def test_account_summary(ib: IB) -> None:
+    """accountSummary answers the configured starting cash as net liquidation."""
+    summary = await ib.accountSummaryAsync()
+    values = {(v.tag, v.currency): v.value for v in summary}
+    assert values[("NetLiquidation", "USD")] == "1000000.00"
+    assert values[("AccountType", "")] == "INDIVIDUAL"
+
+
 def _account_value(ib: IB, tag: str) -> float:
     [value] = [v.value for v in ib.accountValues() if v.tag == tag]
     return round(float(value), 2)

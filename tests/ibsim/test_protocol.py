@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
-from datetime import timezone
+from datetime import UTC
 from typing import Any
 
 import pytest
@@ -67,7 +67,7 @@ POSITION = Position(quantity=10, average_cost=187.6)
 class RecordingWrapper:
     """Stands in for ib_async's Wrapper: records every call the Decoder makes."""
 
-    defaultTimezone = timezone.utc
+    defaultTimezone = UTC
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, tuple[Any, ...]]] = []
@@ -101,9 +101,9 @@ CLIENT_REQUESTS: list[tuple[str, Callable[[Client], None], dict[str, str]]] = [
     ("req_mkt_data", lambda c: c.reqMktData(5, AAPL, "", False, False, []), {
         "reqId": "5", "conId": "265598", "symbol": "AAPL", "snapshot": "0"}),
     ("cancel_mkt_data", lambda c: c.cancelMktData(5), {"reqId": "5"}),
-    ("place_order", lambda c: c.placeOrder(11, AAPL, LimitOrder("BUY", 100, 187.5, orderRef="r1")), {
+    ("place_order", lambda c: c.placeOrder(11, AAPL, LimitOrder("BUY", 100, 187.5, orderRef="r")), {
         "orderId": "11", "symbol": "AAPL", "action": "BUY", "totalQuantity": "100",
-        "orderType": "LMT", "lmtPrice": "187.5", "auxPrice": "", "orderRef": "r1"}),
+        "orderType": "LMT", "lmtPrice": "187.5", "auxPrice": "", "orderRef": "r"}),
     ("cancel_order", lambda c: c.cancelOrder(11), {"orderId": "11"}),
     ("req_open_orders", lambda c: c.reqOpenOrders(), {}),
     ("req_all_open_orders", lambda c: c.reqAllOpenOrders(), {}),
@@ -132,6 +132,9 @@ CLIENT_REQUESTS: list[tuple[str, Callable[[Client], None], dict[str, str]]] = [
         "reqId": "8", "account": "DU0000001"}),
     ("cancel_account_updates_multi", lambda c: c.cancelAccountUpdatesMulti(8), {"reqId": "8"}),
     ("req_completed_orders", lambda c: c.reqCompletedOrders(False), {"apiOnly": "0"}),
+    ("req_account_summary", lambda c: c.reqAccountSummary(9, "All", "NetLiquidation"), {
+        "reqId": "9", "group": "All", "tags": "NetLiquidation"}),
+    ("cancel_account_summary", lambda c: c.cancelAccountSummary(9), {"reqId": "9"}),
 ]  # fmt: skip
 
 
@@ -240,6 +243,10 @@ OUTGOING: list[tuple[str, dict[str, object], str, Callable[[tuple[Any, ...]], ob
      lambda a: (a[0].conId, a[1].orderRef, a[1].permId, a[1].totalQuantity, a[2].status)
      == (265598, "ref-7", 1000001, 10.0, "Filled")),
     ("completed_orders_end", {}, "completedOrdersEnd", lambda a: a == ()),
+    ("account_summary", {"reqId": 9, "account": "DU0000001", "tag": "NetLiquidation",
+                         "value": "1.00", "currency": "USD"}, "accountSummary",
+     lambda a: a == (9, "DU0000001", "NetLiquidation", "1.00", "USD")),
+    ("account_summary_end", {"reqId": 9}, "accountSummaryEnd", lambda a: a == (9,)),
 ]  # fmt: skip
 
 
