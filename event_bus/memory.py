@@ -52,6 +52,9 @@ class InMemoryEventBus:
         self.journal.append((channel, payload))
         await self.deliver_raw(channel, payload)
 
+    async def append_to_journal(self, event: Event) -> None:
+        self.journal.append((self.channels.for_event(event), self.codec.encode(event)))
+
     async def deliver_raw(self, channel: str, payload: bytes) -> None:
         """Deliver a payload as if it arrived from Redis on `channel` (for bad-input tests)."""
         event = self.codec.decode(payload)

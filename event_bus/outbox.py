@@ -15,6 +15,7 @@ class Outgoing:
     payload: bytes
     event_type: str
     droppable: bool
+    publish: bool = True  # False: append to the journal only
 
 
 class Outbox:
@@ -43,7 +44,7 @@ class Outbox:
         return len(self._critical) + len(self._droppable) + self._in_flight
 
     async def put(
-        self, channel: str, payload: bytes, event_type: str, droppable: bool
+        self, channel: str, payload: bytes, event_type: str, droppable: bool, publish: bool = True
     ) -> Outgoing | None:
         """Queue one event; return the market data event dropped for it (older, or this one)."""
         evicted = None
@@ -57,7 +58,7 @@ class Outbox:
                 while len(self) >= self.capacity:
                     self._has_room.clear()
                     await self._has_room.wait()
-        item = Outgoing(next(self._sequence), channel, payload, event_type, droppable)
+        item = Outgoing(next(self._sequence), channel, payload, event_type, droppable, publish)
         (self._droppable if droppable else self._critical).append(item)
         self._empty.clear()
         self._not_empty.set()

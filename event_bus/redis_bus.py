@@ -169,10 +169,18 @@ class RedisEventBus:
 
     async def publish(self, event: Event) -> None:
         """Queue `event` for its channel and the journal. Waits only when the outbox is full."""
+        await self._enqueue(event, publish=True)
+
+    async def append_to_journal(self, event: Event) -> None:
+        """Record `event` in the journal without publishing it: for an event that arrived by a
+        plain `PUBLISH` (a manual signal) and so is not in the journal yet."""
+        await self._enqueue(event, publish=False)
+
+    async def _enqueue(self, event: Event, *, publish: bool) -> None:
         payload = self.codec.encode(event)
         event_type = type(event).__name__
         dropped = await self._outbox.put(
-            self.channels.for_event(event), payload, event_type, type(event).droppable
+            self.channels.for_event(event), payload, event_type, type(event).droppable, publish
         )
         if dropped is not None:
             self.stats.dropped[dropped.event_type] += 1
@@ -196,7 +204,8 @@ class RedisEventBus:
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
                 for item in batch:
-                    pipe.publish(item.channel, item.payload)
+                    if item.publish:
+                        pipe.publish(item.channel, item.payload)
                     pipe.xadd(
                         self.channels.journal,
                         {"channel": item.channel, "event": item.payload},

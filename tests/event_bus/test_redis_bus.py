@@ -236,3 +236,22 @@ async def test_publisher_started_before_redis_delivers_once_it_answers(
     finally:
         await publisher.stop(timeout=1.0)
         await server.stop()
+
+
+async def test_append_to_journal_records_without_publishing(
+    redis_url: str, channels: Channels, make_bus: BusFactory
+) -> None:
+    """A journal-only append reaches the stream but no subscriber."""
+    bus = make_bus(redis_url)
+    received = Recorder()
+    await bus.subscribe(channels.everything, received)
+    await bus.start()
+    recorded, published = SampleFill(symbol="A", quantity=1), SampleFill(symbol="A", quantity=2)
+    await bus.append_to_journal(recorded)
+    await bus.publish(published)
+    await eventually(lambda: received.events == [published])
+    journal = await bus.redis.xrange(channels.journal)
+    assert [json.loads(fields[b"event"])["id"] for _, fields in journal] == [
+        recorded.id,
+        published.id,
+    ]
