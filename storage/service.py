@@ -1,0 +1,105 @@
+"""The storage module: consumes the journal and writes every event as rows."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import redis.asyncio as aioredis
+import structlog
+from sqlalchemy import Engine
+
+from config import StorageSettings, masked_url
+from event_bus import Channels, JournalEntry, JournalReader
+from storage.engine import make_engine
+from storage.migrate import upgrade_database
+from storage.writer import RowWriter
+
+log = structlog.get_logger()
+
+GROUP = "storage"
+
+
+class StorageService:
+    """Reads the journal stream (`Channels.journal`) as consumer group `storage` and stores
+    each batch in one transaction; the reader acknowledges a batch once the commit returned.
+
+    Publishes nothing. A batch the database refuses is retried entry by entry by the reader, which
+    dead-letters (`Channels.dead_letter`) the entries that fail while others succeed.
+    """
+
+    name = "storage"
+
+    def __init__(
+        self,
+        engine: Engine,
+        redis: aioredis.Redis,
+        *,
+        channels: Channels,
+        consumer: str = "storage",
+        batch_size: int = 1_000,
+        block_ms: int = 1_000,
+        stop_timeout: float = 10.0,
+    ) -> None:
+        self.engine = engine
+        self.writer = RowWriter(engine)
+        self.reader = JournalReader(
+            redis,
+            group=GROUP,
+            consumer=consumer,
+            handler=self.store,
+            channels=channels,
+            batch_size=batch_size,
+            block_ms=block_ms,
+        )
+        self.stop_timeout = stop_timeout
+        self.rows_offered = 0
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Bring the schema up to date, then consume the journal in the background."""
+        if self._task is not None:
+            return
+        await asyncio.to_thread(upgrade_database, self.engine)
+        self._task = asyncio.create_task(self.reader.run(), name="storage:journal")
+        log.info(
+            "storage_started",
+            url=masked_url(self.engine.url.render_as_string(hide_password=False)),
+            consumer=self.reader.consumer,
+        )
+
+    async def stop(self) -> None:
+        """Finish, commit and acknowledge the batch in hand, then stop reading."""
+        if self._task is None:
+            return
+        self.reader.stop()
+        try:
+            await asyncio.wait_for(asyncio.shield(self._task), self.stop_timeout)
+        except TimeoutError:
+            # Whatever was committed but not acknowledged comes again and is ignored as a copy.
+            log.warning("storage_stop_timed_out", timeout_seconds=self.stop_timeout)
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self._task = None
+        self.engine.dispose()
+        log.info("storage_stopped", handled=self.reader.handled, rows=self.rows_offered)
+
+    async def store(self, entries: list[JournalEntry]) -> None:
+        """The journal handler: one transaction per batch, in a worker thread."""
+        self.rows_offered += await asyncio.to_thread(self.writer.write, entries)
+
+
+def build_storage(
+    settings: StorageSettings, redis_client: aioredis.Redis, channels: Channels
+) -> StorageService:
+    """The storage module as `main.py` wires it; `redis_client` stays the caller's to close."""
+    return StorageService(
+        make_engine(settings.database_url.get_secret_value()),
+        redis_client,
+        channels=channels,
+        consumer=settings.storage_consumer,
+        batch_size=settings.storage_batch_size,
+        block_ms=settings.storage_block_ms,
+        stop_timeout=settings.storage_stop_timeout_seconds,
+    )
