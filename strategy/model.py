@@ -41,3 +41,18 @@ class TradeSignal(Event):
             math.isfinite(self.limit_price) and self.limit_price > 0
         ):
             raise ValueError(f"limit_price must be a positive price, got {self.limit_price!r}")
+
+
+@register
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StrategyDisabled(Event):
+    """The runner stopped feeding a strategy that failed too often, on `trading:system:strategy`.
+
+    No signal comes from that strategy until the daemon is restarted.
+    """
+
+    kind = "system:strategy"
+
+    strategy: str
+    consecutive_failures: int
+    last_error: str
