@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_ENV_FILE = Path(".env")
@@ -74,9 +82,44 @@ class MarketDataSettings(_Section):
 
 
 class StrategySettings(_Section):
-    """`strategy/`: which strategy runs."""
+    """`strategy/`: which strategy runs, with what parameters, on which bars, at what size."""
 
     strategy: str = "sma_crossover"
+    strategy_params: Annotated[dict[str, Any], NoDecode] = Field(default_factory=dict)
+    strategy_quantity: float = Field(10.0, gt=0)
+    strategy_bar_seconds: int = Field(60, ge=1)
+    signal_ttl_seconds: float = Field(30.0, gt=0)
+    strategy_max_failures: int = Field(5, ge=1)
+
+    @field_validator("strategy")
+    @classmethod
+    def _known_strategy(cls, value: str) -> str:
+        from strategy.registry import strategy_class  # imported late: strategy imports config
+
+        strategy_class(value)
+        return value
+
+    @field_validator("strategy_params", mode="before")
+    @classmethod
+    def _parse_json(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        try:
+            parsed = json.loads(value or "{}")
+        except json.JSONDecodeError as error:
+            raise ValueError(f"not valid JSON: {error}") from None
+        if not isinstance(parsed, dict):
+            raise ValueError('must be a JSON object, e.g. {"fast_window": 10}')
+        return parsed
+
+    @field_validator("strategy_params")
+    @classmethod
+    def _params_fit_strategy(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        from strategy.registry import validate_params
+
+        if "strategy" in info.data:  # else STRATEGY itself is already reported as bad
+            validate_params(info.data["strategy"], value)
+        return value
 
 
 class ExecutionSettings(_Section):
