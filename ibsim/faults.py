@@ -22,7 +22,6 @@ class FaultState:
     pacing_violations_left: int = 0
     drop_socket_on_next_order: bool = False
     market_data_outages: int = 0  # farm blips and connectivity losses in progress
-    refusing_connections: bool = False
 
     @property
     def market_data_paused(self) -> bool:

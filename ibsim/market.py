@@ -1,35 +1,13 @@
-"""Simulated market: a clock with a speed factor and a seeded random walk per symbol."""
+"""Simulated market: a seeded random walk per symbol, and bars built from its trades."""
 
 from __future__ import annotations
 
 import random
-import time
 from dataclasses import dataclass, field
 
 from ibsim.config import DEFAULT_UNIVERSE, Listing, SimConfig
 
 SYNTHETIC_CON_ID_BASE = 900_000_000
-
-
-class SimClock:
-    """Simulated time: starts at the wall clock and runs `speed` times faster than it."""
-
-    def __init__(self, speed: float) -> None:
-        self.speed = speed
-        self._start_monotonic = time.monotonic()
-        self.start_epoch = time.time()
-
-    def elapsed(self) -> float:
-        """Simulated seconds since the simulator started."""
-        return (time.monotonic() - self._start_monotonic) * self.speed
-
-    def epoch(self) -> float:
-        """Simulated time as a Unix epoch."""
-        return self.start_epoch + self.elapsed()
-
-    def real_seconds(self, simulated_seconds: float) -> float:
-        """How long `simulated_seconds` last on the wall clock."""
-        return simulated_seconds / self.speed
 
 
 @dataclass(slots=True)

@@ -129,6 +129,7 @@ class Broker:
     def __init__(self, config: SimConfig) -> None:
         self._config = config
         self.orders: dict[tuple[int, int], SimOrder] = {}  # (clientId, orderId) -> order
+        self._working: dict[tuple[int, int], SimOrder] = {}  # the active subset of `orders`
         self.executions: list[Execution] = []
         self.accounts = {name: Account(config.initial_cash) for name in config.accounts}
         self.next_order_id = config.first_order_id
@@ -140,15 +141,17 @@ class Broker:
         return self._next_perm_id - 1
 
     def add(self, order: SimOrder) -> None:
-        self.orders[(order.client_id, order.order_id)] = order
+        key = (order.client_id, order.order_id)
+        self.orders[key] = self._working[key] = order
         self.next_order_id = max(self.next_order_id, order.order_id + 1)
 
+    def cancel(self, order: SimOrder) -> None:
+        order.status = "Cancelled"
+        self._working.pop((order.client_id, order.order_id), None)
+
     def active_orders(self, symbol: str | None = None) -> list[SimOrder]:
-        return [
-            order
-            for order in self.orders.values()
-            if order.is_active and (symbol is None or order.symbol == symbol)
-        ]
+        """Working orders (all, or of one symbol), without scanning finished ones."""
+        return [o for o in self._working.values() if symbol is None or o.symbol == symbol]
 
     def fill_price(self, order: SimOrder, instrument: Instrument) -> float | None:
         """The price `order` would fill at now, or None if it is not marketable."""
@@ -179,6 +182,7 @@ class Broker:
         order.last_fill_price = price
         if order.remaining == 0:
             order.status = "Filled"
+            self._working.pop((order.client_id, order.order_id), None)
         execution = self._record(order, shares, price, commission, realized, epoch)
         self.executions.append(execution)
         return execution

@@ -16,7 +16,7 @@ from ibsim.config import SimConfig
 from ibsim.faults import RESTORED_CODES, FaultState, message_for
 from ibsim.handlers import HANDLERS
 from ibsim.history import bucket_start, format_bar_date
-from ibsim.market import BarBuilder, Instrument, SimClock, build_universe
+from ibsim.market import BarBuilder, Instrument, build_universe
 from ibsim.orders import SUPPORTED_ORDER_TYPES, Broker, Execution, OrderReceived, SimOrder
 from ibsim.requests import Request
 from ibsim.session import ClientSession, LiveHistory
@@ -36,7 +36,6 @@ class Simulator:
 
     def __init__(self, config: SimConfig | None = None) -> None:
         self.config = config or SimConfig()
-        self.clock = SimClock(self.config.speed)
         self.instruments = build_universe(self.config)  # symbol -> Instrument
         self._by_con_id = {i.con_id: i for i in self.instruments.values()}  # conId -> Instrument
         self.broker = Broker(self.config)
@@ -166,7 +165,7 @@ class Simulator:
 
     async def _run_market(self) -> None:
         loop = asyncio.get_running_loop()
-        interval = self.clock.real_seconds(self.config.tick_interval)
+        interval = self.config.tick_interval / self.config.speed  # wall-clock seconds
         deadline = loop.time()
         while True:
             deadline += interval
@@ -177,19 +176,21 @@ class Simulator:
         """One market step: move watched prices, publish ticks and bars, match orders."""
         self._step += 1
         epoch = self.epoch()
-        for symbol in self._watched_symbols():
+        traded = {order.symbol for order in self.broker.active_orders()}
+        for symbol in self._watched_symbols() | traded:
             instrument = self.instruments[symbol]
             instrument.advance_to(self._step)
             self._record_trade(instrument, epoch)
         if not self.faults.market_data_paused:
             self._publish_quotes(epoch)
-        for symbol in {order.symbol for order in self.broker.active_orders()}:
+        for symbol in traded:
             self._match_orders(symbol)
         if self._step % self._steps_per_bar == 0:
             self._publish_bars(epoch)
 
     def _watched_symbols(self) -> set[str]:
-        watched = {order.symbol for order in self.broker.active_orders()}
+        """Symbols some client streams quotes or bars of."""
+        watched: set[str] = set()
         for session in self.sessions:
             watched.update(session.quotes.values(), session.realtime_bars.values())
             watched.update(history.symbol for history in session.live_histories.values())
@@ -313,7 +314,7 @@ class Simulator:
             message = f"Cancel attempted when order is not in a cancellable state: {order.status}"
             session.send_error(order_id, 161, message)
         else:
-            order.status = "Cancelled"
+            self.broker.cancel(order)
             order.completed_time = payloads.ib_timestamp(self.epoch())
             log.info("order_cancelled", order_id=order_id, client_id=order.client_id)
             session.send("order_status", payloads.order_status_fields(order))
@@ -415,7 +416,6 @@ class Simulator:
     def refuse_connections(self, seconds: float) -> None:
         """A Gateway restart: drop every client and refuse connections for `seconds`."""
         log.warning("fault_refuse_connections", seconds=seconds)
-        self.faults.refusing_connections = True
         if self._server is not None:
             self._server.close()
             self._server = None
@@ -424,7 +424,6 @@ class Simulator:
 
     async def _reopen(self) -> None:
         await self._listen()
-        self.faults.refusing_connections = False
         log.info("fault_connections_accepted_again", port=self.port)
 
     def connectivity_lost(self, restored_code: int = 1101, after: float = 1.0) -> None:

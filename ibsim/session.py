@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -119,7 +120,7 @@ class ClientSession(asyncio.Protocol):
         low, high = versions
         if not low <= SERVER_VERSION <= high or high < MIN_CLIENT_VERSION:
             raise FramingError(f"client versions {low}..{high} exclude {SERVER_VERSION}")
-        self.write(encode_server_version(ib_timestamp(self.simulator.clock.epoch())))
+        self.write(encode_server_version(ib_timestamp(time.time())))
 
     def _handle_frame(self, fields: list[str]) -> None:
         try:
@@ -130,6 +131,10 @@ class ClientSession(asyncio.Protocol):
         except UnknownRequest:
             self._log.warning("client_unknown_message", message_id=fields[:1])
             self.send_error(-1, 505, "Fatal Error: Unknown message id.")
-        except (MalformedRequest, ValueError, KeyError) as error:
+        except MalformedRequest as error:
             self._log.warning("client_malformed_request", fields=fields[:3], error=str(error))
             self.send_error(-1, 320, "Error reading request: " + str(error))
+        except Exception:
+            # a simulator bug must not take the other clients down with it
+            self._log.exception("request_failed", fields=fields[:3])
+            self.send_error(-1, 320, "Error reading request")
