@@ -63,10 +63,57 @@ class IBSettings(_Section):
     connect_timeout_seconds: float = Field(10.0, gt=0)
 
 
+class InstrumentSetting(BaseModel):
+    """One entry of `INSTRUMENTS`: a contract that is not a plain US stock (futures, forex)."""
+
+    model_config = {"frozen": True, "extra": "forbid"}
+
+    symbol: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9.\- ]{0,20}$")
+    sec_type: Literal["STK", "FUT", "CASH", "IND", "CFD", "CRYPTO"] = "STK"
+    exchange: str = "SMART"
+    currency: str = "USD"
+    last_trade_date: str = Field("", pattern=r"^(\d{6}|\d{8})?$")  # YYYYMM or YYYYMMDD
+    local_symbol: str = ""
+    trading_class: str = ""
+    primary_exchange: str = ""
+    multiplier: str = ""
+    name: str = Field("", pattern=r"^([A-Za-z0-9][A-Za-z0-9.\-]{0,30})?$")  # symbol on the bus
+
+
 class MarketDataSettings(_Section):
-    """`market_data/`: what to subscribe to."""
+    """`market_data/`: what to subscribe to, and when a silent feed counts as stale."""
 
     symbols: Annotated[tuple[str, ...], NoDecode] = ("AAPL", "MSFT", "SPY")
+    # JSON list of InstrumentSetting objects, subscribed besides SYMBOLS
+    instruments: Annotated[tuple[InstrumentSetting, ...], NoDecode] = ()
+    market_data_ticks: bool = True  # reqMktData per instrument
+    market_data_bars: bool = True  # 5-second real-time bars, aggregated to BAR_SECONDS
+    bar_seconds: int = Field(60, ge=5)  # a multiple of 5
+    market_data_type: Literal["live", "frozen", "delayed", "delayed_frozen"] = "live"
+    stale_after_factor: float = Field(10.0, ge=0)  # 0: no staleness watchdog
+    expected_tick_interval_seconds: float = Field(1.0, gt=0)
+    expected_bar_interval_seconds: float = Field(5.0, gt=0)  # IB sends a real-time bar every 5 s
+    market_data_request_timeout_seconds: float = Field(10.0, gt=0)  # qualifying contracts
+
+    @field_validator("instruments", mode="before")
+    @classmethod
+    def _parse_instruments(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        try:
+            parsed = json.loads(value or "[]")
+        except json.JSONDecodeError as error:
+            raise ValueError(f"not valid JSON: {error}") from None
+        if not isinstance(parsed, list):
+            raise ValueError('must be a JSON list, e.g. [{"symbol":"ES","sec_type":"FUT",...}]')
+        return parsed
+
+    @field_validator("bar_seconds")
+    @classmethod
+    def _whole_real_time_bars(cls, value: int) -> int:
+        if value % 5:
+            raise ValueError("must be a multiple of 5 (IB's real-time bars last 5 seconds)")
+        return value
 
     @field_validator("symbols", mode="before")
     @classmethod
