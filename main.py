@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import re
@@ -73,7 +74,7 @@ def configure_logging(settings: LogSettings, stream: Any = None) -> None:
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             structlog.processors.format_exc_info if fmt == "json" else _identity,
             _redact_secrets,
-            renderer,
+            _redacted(renderer),
         ],
     )
     handler = logging.StreamHandler(stream)
@@ -85,6 +86,15 @@ def configure_logging(settings: LogSettings, stream: Any = None) -> None:
 
 def _identity(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     return event_dict
+
+
+def _redacted(renderer: Callable[..., str]) -> Callable[..., str]:
+    """The renderer, then masking again over the whole line: tracebacks, nested values, reprs."""
+
+    def render(logger: Any, method_name: str, event_dict: MutableMapping[str, Any]) -> str:
+        return _URL_PASSWORD.sub(r"\1***@", renderer(logger, method_name, event_dict))
+
+    return render
 
 
 # Building blocks
@@ -208,16 +218,21 @@ _COLOURS = {
 def format_event(event: Event, channel: str, *, colour: bool = False) -> str:
     """One readable line: time, channel, type and the event's own fields."""
     fields = [
-        f"{name}={getattr(event, name)}"
-        for name in event.__dataclass_fields__  # type: ignore[attr-defined]
-        if name not in ("id", "ts")
+        f"{field.name}={_printable(getattr(event, field.name))}"
+        for field in dataclasses.fields(event)  # not __dataclass_fields__: it has the ClassVars
+        if field.name not in ("id", "ts")
     ]
     line = f"{event.ts:%H:%M:%S.%f}"[:-3] + f"  {channel:<28} {type(event).__name__:<14} "
-    line += " ".join(fields) + f"  id={event.id}"
+    line += " ".join(fields) + f"  id={_printable(event.id)}"
     if not colour:
         return line
     start = _COLOURS.get(type(event).kind.split(":")[0], "")
     return f"{start}{line}\x1b[0m" if start else line
+
+
+def _printable(value: Any) -> Any:
+    """A string with a newline or escape code (from the wire) shown quoted: one event, one line."""
+    return repr(value) if isinstance(value, str) and not value.isprintable() else value
 
 
 async def cmd_kill_switch(args: argparse.Namespace, settings: Settings) -> int:
@@ -268,7 +283,9 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="main.py", description=__doc__)
-    commands = parser.add_subparsers(dest="command_name", required=True, parser_class=_Parser)
+    commands = parser.add_subparsers(
+        dest="command_name", metavar="COMMAND", required=True, parser_class=_Parser
+    )
 
     run = commands.add_parser("run", help="the long-lived daemon (all modules, or --modules)")
     run.add_argument(

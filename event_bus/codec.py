@@ -79,7 +79,8 @@ class EventRegistry:
 
 
 def _check_event_class(cls: type) -> None:
-    params = getattr(cls, "__dataclass_params__", None)
+    # Looked up on the class itself: a subclass without its own @dataclass inherits Event's.
+    params = vars(cls).get("__dataclass_params__") if isinstance(cls, type) else None
     if not (isinstance(cls, type) and issubclass(cls, Event) and params and params.frozen):
         raise TypeError(f"{cls!r} must be a frozen dataclass subclass of Event")
     if not cls.kind:
@@ -103,11 +104,16 @@ class Codec:
         entry = self.registry.get(type(event).__name__)
         if entry is None or entry.cls is not type(event):
             raise TypeError(f"{type(event).__name__} is not a registered event type")
+        if event.ts.tzinfo is not UTC:
+            event = _with_utc_ts(event)
         return entry.header + self._encoder.encode(event)[1:]
 
     def decode(self, payload: bytes | str) -> Event:
         """Validate and decode one payload; raises `EventRejected` with the reason."""
-        raw = payload.encode() if isinstance(payload, str) else payload
+        try:
+            raw = payload.encode() if isinstance(payload, str) else payload
+        except UnicodeEncodeError as error:
+            raise EventRejected(f"not a JSON event: {error}") from None
         envelope = self._read_envelope(raw)
         entry = self.registry.get(envelope.type)
         if entry is None:
@@ -122,28 +128,45 @@ class Codec:
     def _read_envelope(self, raw: bytes) -> _Envelope:
         try:
             return self._envelope.decode(raw)
-        except msgspec.DecodeError as error:
-            raise EventRejected(f"not a JSON event: {error}") from None
-        except msgspec.ValidationError as error:
+        except msgspec.ValidationError as error:  # first: it is a subclass of DecodeError
             raise EventRejected(f"bad envelope: {error}") from None
+        except (msgspec.DecodeError, RecursionError) as error:  # or too deeply nested
+            raise EventRejected(f"not a JSON event: {error}") from None
 
     def _decode_version(self, entry: _Registration, envelope: _Envelope, raw: bytes) -> Event:
         current = entry.cls.schema_version
         name = envelope.type
         try:
             if envelope.v == current:
-                return entry.decoder.decode(raw)  # type: ignore[no-any-return]
-            if envelope.v > current or envelope.v < 1 or envelope.v not in entry.upcasters:
+                return entry.decoder.decode(raw)
+            upcastable = all(v in entry.upcasters for v in range(envelope.v, current))
+            if envelope.v > current or envelope.v < 1 or not upcastable:
                 raise EventRejected(
                     f"{name} schema version {envelope.v} is not supported (current {current})",
                     event_type=name,
                 )
             fields = msgspec.json.decode(raw)
             for version in range(envelope.v, current):
-                fields = entry.upcasters[version](fields)
-            return msgspec.convert(fields, entry.cls)  # type: ignore[no-any-return]
-        except (msgspec.ValidationError, KeyError) as error:
+                fields = _upcast(entry.upcasters[version], fields, name, version)
+            return msgspec.convert(fields, entry.cls)
+        except (msgspec.ValidationError, RecursionError) as error:
             raise EventRejected(f"invalid {name}: {error}", event_type=name) from None
+
+
+def _upcast(upcaster: Upcaster, fields: dict[str, Any], name: str, version: int) -> dict[str, Any]:
+    """One upcaster step; whatever it raises on a malformed old payload is a rejection."""
+    try:
+        return upcaster(fields)
+    except Exception as error:
+        reason = f"invalid {name} v{version}: cannot upcast ({type(error).__name__}: {error})"
+        raise EventRejected(reason, event_type=name) from None
+
+
+def _with_utc_ts(event: Event) -> Event:
+    """`event` with its timestamp in UTC, as the wire promises; a naive one is a bug upstream."""
+    if event.ts.utcoffset() is None:
+        raise ValueError(f"{type(event).__name__}.ts must be timezone-aware, got {event.ts!r}")
+    return dataclasses.replace(event, ts=event.ts.astimezone(UTC))
 
 
 def content_id(event_type: str, raw: bytes) -> str:
