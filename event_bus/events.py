@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import uuid
+import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, ClassVar
@@ -17,8 +17,8 @@ INSTRUMENT_KINDS = frozenset({"tick", "bar", "signal", "order", "fill"})
 
 
 def new_event_id() -> str:
-    """A fresh random event id (32 hex characters)."""
-    return uuid.uuid4().hex
+    """A fresh random event id (32 hex characters, 128 random bits like a UUID4)."""
+    return os.urandom(16).hex()
 
 
 def utc_now() -> datetime:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import time
 from collections import OrderedDict
 from fnmatch import fnmatchcase
@@ -13,7 +14,7 @@ import redis.asyncio as aioredis
 import structlog
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from event_bus.backoff import Backoff
 from event_bus.channels import Channels
@@ -21,12 +22,31 @@ from event_bus.codec import Codec, EventRejected
 from event_bus.events import Event
 from event_bus.outbox import Outbox, Outgoing
 from event_bus.stats import BusStats, ThrottledLog
+from event_bus.subscriber_socket import SubscriberSocket
 from event_bus.subscription import Handler, Subscription
 
 log = structlog.get_logger()
 
+# A subscriber connection this quiet gets a PING; no answer within as long again: reconnect.
+SILENCE_BEFORE_PING_SECONDS = 15.0
+
 # What "Redis went away" looks like from redis-py.
 CONNECTION_ERRORS = (RedisError, OSError, asyncio.TimeoutError)
+
+# One call per batch: publish each event and append it to the journal, server-side, so a batch
+# costs one command and one reply instead of two of each per event.
+# KEYS[1] = journal; ARGV[1] = journal max length; then (publish flag, channel, payload) triples.
+PUBLISH_BATCH_SCRIPT = """
+local journal, maxlen = KEYS[1], ARGV[1]
+for i = 2, #ARGV, 3 do
+  if ARGV[i] == '1' then
+    redis.call('PUBLISH', ARGV[i + 1], ARGV[i + 2])
+  end
+  redis.call('XADD', journal, 'MAXLEN', '~', maxlen, '*',
+             'channel', ARGV[i + 1], 'event', ARGV[i + 2])
+end
+return (#ARGV - 1) / 3
+"""
 
 
 def connect_redis(url: str, *, timeout: float, name: str = "trading") -> aioredis.Redis:
@@ -39,6 +59,15 @@ def connect_redis(url: str, *, timeout: float, name: str = "trading") -> aioredi
         retry=Retry(NoBackoff(), 0),
         client_name=name,
     )
+
+
+def pack_command(arguments: list[bytes]) -> bytes:
+    """One command in Redis's wire format. redis-py's own packer costs microseconds per
+    argument, which dominates a batch of thousands of arguments."""
+    parts = [b"*%d\r\n" % len(arguments)]
+    for argument in arguments:
+        parts += (b"$%d\r\n" % len(argument), argument, b"\r\n")
+    return b"".join(parts)
 
 
 class RecentIds:
@@ -95,6 +124,7 @@ class RedisEventBus:
         self.batch_size = batch_size
         self.replay_margin_seconds = replay_margin_seconds
         self._outbox = Outbox(outbox_capacity)
+        self._script_sha = hashlib.sha1(PUBLISH_BATCH_SCRIPT.encode()).hexdigest().encode()
         self._reconnect_cap = reconnect_cap_seconds
         # pattern -> its subscriptions (several handlers may share a pattern)
         self._subscriptions: dict[str, list[Subscription]] = {}
@@ -102,7 +132,7 @@ class RedisEventBus:
         self._recent: dict[str, RecentIds] = {}
         # pattern -> futures waiting for Redis to confirm the PSUBSCRIBE
         self._confirmations: dict[str, list[asyncio.Future[None]]] = {}
-        self._pubsub: Any = None
+        self._subscriber: SubscriberSocket | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._connected = asyncio.Event()
         self._has_patterns = asyncio.Event()
@@ -145,7 +175,7 @@ class RedisEventBus:
         for subscriptions in self._subscriptions.values():
             for subscription in subscriptions:
                 await subscription.stop()
-        await self._close_pubsub()
+        await self._close_subscriber()
         await self.redis.aclose()
         if len(self._outbox):
             log.error("bus_stopped_with_unsent_events", unsent=len(self._outbox))
@@ -201,18 +231,21 @@ class RedisEventBus:
             self._outbox.sent(len(batch))
 
     async def _send(self, batch: list[Outgoing]) -> bool:
+        arguments = [
+            b"EVALSHA",
+            self._script_sha,
+            b"1",
+            self.channels.journal.encode(),
+            b"%d" % self.journal_maxlen,
+        ]
+        for item in batch:
+            arguments += (b"1" if item.publish else b"0", item.channel.encode(), item.payload)
         try:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for item in batch:
-                    if item.publish:
-                        pipe.publish(item.channel, item.payload)
-                    pipe.xadd(
-                        self.channels.journal,
-                        {"channel": item.channel, "event": item.payload},
-                        maxlen=self.journal_maxlen,
-                        approximate=True,
-                    )
-                await pipe.execute()
+            try:
+                await self._execute_packed(pack_command(arguments))
+            except NoScriptError:  # a restarted Redis has forgotten the script
+                await self.redis.script_load(PUBLISH_BATCH_SCRIPT)
+                await self._execute_packed(pack_command(arguments))
         except CONNECTION_ERRORS as error:
             if self._publisher_down_since is None:
                 self._publisher_down_since = time.monotonic()
@@ -226,6 +259,19 @@ class RedisEventBus:
             )
             self._publisher_down_since = None
         return True
+
+    async def _execute_packed(self, command: bytes) -> Any:
+        pool = self.redis.connection_pool
+        connection = await pool.get_connection()
+        try:
+            await connection.send_packed_command(command, check_health=False)
+            return await connection.read_response()
+        except BaseException as error:
+            if not isinstance(error, NoScriptError):  # the reply was read whole: reusable
+                await connection.disconnect()
+            raise
+        finally:
+            await pool.release(connection)
 
     # Subscribing
 
@@ -244,7 +290,7 @@ class RedisEventBus:
         self._subscriptions.setdefault(pattern, []).append(subscription)
         self._recent.setdefault(pattern, RecentIds(100_000))
         self._has_patterns.set()
-        if first and self._pubsub is not None:
+        if first and self._subscriber is not None:
             await self._psubscribe_now(pattern)
         return subscription
 
@@ -253,7 +299,7 @@ class RedisEventBus:
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._confirmations.setdefault(pattern, []).append(waiter)
         try:
-            await self._pubsub.psubscribe(pattern)
+            await self._subscriber.send("PSUBSCRIBE", pattern)
             await asyncio.wait_for(waiter, timeout)
         except (*CONNECTION_ERRORS, ConnectionError) as error:
             # The reader reconnects and subscribes every pattern again, this one included.
@@ -265,19 +311,20 @@ class RedisEventBus:
         backoff = Backoff(0.05, self._reconnect_cap)
         while True:
             try:
-                await self._connect_pubsub()
+                await self._connect_subscriber()
                 backoff.reset()
                 await self._read_messages()
             except CONNECTION_ERRORS as error:
                 self._on_connection_lost(error)
-                await self._close_pubsub()
+                await self._close_subscriber()
                 await asyncio.sleep(backoff.next_delay())
 
-    async def _connect_pubsub(self) -> None:
+    async def _connect_subscriber(self) -> None:
         await self._has_patterns.wait()
-        self._pubsub = self.redis.pubsub()
+        self._subscriber = SubscriberSocket(self.redis)
+        await self._subscriber.connect()
         self._unconfirmed = set(self._subscriptions)
-        await self._pubsub.psubscribe(*self._unconfirmed)
+        await self._subscriber.send("PSUBSCRIBE", *self._unconfirmed)
 
     async def _on_subscribed(self) -> None:
         """Every pattern is confirmed: catch up from the journal if we were away, then go live."""
@@ -293,23 +340,37 @@ class RedisEventBus:
         self._connected.set()
 
     async def _read_messages(self) -> None:
+        """Dispatch messages as they come; a silent connection is probed with PING."""
+        assert self._subscriber is not None
+        probing = False
         while True:
-            message = await self._pubsub.get_message(timeout=1.0)
-            if message is None:
+            try:
+                messages = await self._subscriber.read(SILENCE_BEFORE_PING_SECONDS)
+            except TimeoutError:
+                if probing:
+                    raise ConnectionError("Redis did not answer PING on the subscriber") from None
+                await self._subscriber.send("PING")
+                probing = True
                 continue
-            kind = message["type"]
-            if kind == "pmessage":
-                self._last_message_at = time.time()
-                await self._deliver(
-                    message["pattern"].decode(), message["channel"].decode(), message["data"]
-                )
-            elif kind == "psubscribe":
-                pattern = message["channel"].decode()
-                self._confirm(pattern)
-                if pattern in self._unconfirmed:
-                    self._unconfirmed.discard(pattern)
-                    if not self._unconfirmed:
-                        await self._on_subscribed()
+            probing = False
+            for message in messages:
+                await self._on_message(message)
+
+    async def _on_message(self, message: Any) -> None:
+        if isinstance(message, Exception):
+            log.error("bus_subscriber_error_reply", error=str(message))
+            return
+        kind = message[0]
+        if kind == b"pmessage":
+            self._last_message_at = time.time()
+            await self._deliver(message[1].decode(), message[2].decode(), message[3])
+        elif kind == b"psubscribe":
+            pattern = message[1].decode()
+            self._confirm(pattern)
+            if pattern in self._unconfirmed:
+                self._unconfirmed.discard(pattern)
+                if not self._unconfirmed:
+                    await self._on_subscribed()
 
     def _confirm(self, pattern: str) -> None:
         for waiter in self._confirmations.pop(pattern, []):
@@ -327,11 +388,11 @@ class RedisEventBus:
                     waiter.set_exception(ConnectionError("bus connection lost"))
         self._confirmations.clear()
 
-    async def _close_pubsub(self) -> None:
-        if self._pubsub is not None:
+    async def _close_subscriber(self) -> None:
+        if self._subscriber is not None:
             with contextlib.suppress(*CONNECTION_ERRORS):
-                await self._pubsub.aclose()
-            self._pubsub = None
+                await self._subscriber.close()
+            self._subscriber = None
 
     async def _replay_missed(self) -> None:
         """Deliver the journal's non-droppable events published since the connection was lost.

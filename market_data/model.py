@@ -1,21 +1,27 @@
-"""The market data module's published events: `Tick` and `Bar`."""
+"""The market data module's published events: `Tick`, `Bar` and its system notices."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 from event_bus import Event, UtcDatetime, register
 
 
-def _check_price(name: str, value: float | None) -> None:
-    if value is not None and not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be a positive finite price, got {value!r}")
+def _check_prices(event: object, names: tuple[str, ...]) -> None:
+    for name in names:
+        value = getattr(event, name)
+        # `0 < value < inf` is False for NaN too
+        if value is not None and not 0 < value < math.inf:
+            raise ValueError(f"{name} must be a positive finite price, got {value!r}")
 
 
-def _check_size(name: str, value: float | None) -> None:
-    if value is not None and not (math.isfinite(value) and value >= 0):
-        raise ValueError(f"{name} must be a non-negative finite size, got {value!r}")
+def _check_sizes(event: object, names: tuple[str, ...]) -> None:
+    for name in names:
+        value = getattr(event, name)
+        if value is not None and not 0 <= value < math.inf:
+            raise ValueError(f"{name} must be a non-negative finite size, got {value!r}")
 
 
 @register
@@ -40,10 +46,8 @@ class Tick(Event):
     exchange_time: UtcDatetime | None = None  # when IB says the last trade happened
 
     def __post_init__(self) -> None:
-        for name in ("bid", "ask", "last"):
-            _check_price(name, getattr(self, name))
-        for name in ("bid_size", "ask_size", "last_size", "volume"):
-            _check_size(name, getattr(self, name))
+        _check_prices(self, ("bid", "ask", "last"))
+        _check_sizes(self, ("bid_size", "ask_size", "last_size", "volume"))
 
 
 @register
@@ -68,10 +72,51 @@ class Bar(Event):
     trade_count: int | None = None
 
     def __post_init__(self) -> None:
-        for name in ("open", "high", "low", "close"):
-            _check_price(name, getattr(self, name))
-        _check_size("volume", self.volume)
+        _check_prices(self, ("open", "high", "low", "close"))
+        _check_sizes(self, ("volume",))
         if self.seconds <= 0:
             raise ValueError(f"seconds must be positive, got {self.seconds}")
         if not self.low <= min(self.open, self.close) <= max(self.open, self.close) <= self.high:
             raise ValueError("bar prices must satisfy low <= open, close <= high")
+
+
+Stream = Literal["ticks", "bars"]
+
+
+@register
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MarketDataStale(Event):
+    """A feed silent for `silent_seconds` (> k times its expected interval) was resubscribed;
+    on `trading:system:market_data`."""
+
+    kind = "system:market_data"
+
+    symbol: str
+    stream: Stream
+    silent_seconds: float
+    expected_interval_seconds: float
+
+
+@register
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InstrumentUnavailable(Event):
+    """A configured instrument IB does not know (not qualified, or error 200 on a request); the
+    others go on. On `trading:system:market_data`."""
+
+    kind = "system:market_data"
+
+    symbol: str
+    code: int | None = None  # IB's error code, when IB sent one
+    reason: str = ""
+
+
+@register
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MarketDataResubscribed(Event):
+    """Every subscription (or one instrument's, for a per-request error) was cancelled and
+    requested again, and why; on `trading:system:market_data`."""
+
+    kind = "system:market_data"
+
+    reason: str  # "connected", "ib_link_restored_1101", "market_data_farm_ok", "error_10182", ...
+    symbols: tuple[str, ...]
