@@ -173,6 +173,30 @@ class ExecutionSettings(_Section):
     """`execution/`: paper or live, and what guards the orders."""
 
     trading_mode: Literal["paper", "live"] = "paper"
+    live_account: str = ""  # live mode only: the one account id allowed to trade
+    dry_run: bool = False  # everything but placeOrder; what would be sent is published
+    # "*" allows every symbol; otherwise comma-separated, e.g. AAPL,MSFT
+    allowed_symbols: Annotated[tuple[str, ...], NoDecode] = ("AAPL", "MSFT", "SPY")
+    max_order_quantity: float = Field(1_000.0, gt=0)  # shares per order
+    max_order_notional: float = Field(50_000.0, gt=0)  # quantity x price per order
+    max_position_per_symbol: float = Field(2_000.0, gt=0)  # absolute shares, open orders counted
+    max_gross_exposure: float = Field(250_000.0, gt=0)  # sum of |position| x price, all symbols
+    daily_loss_limit: float = Field(5_000.0, gt=0)  # realized + unrealized; hitting it halts
+    max_orders_per_second: int = Field(5, ge=1)
+    max_orders_per_minute: int = Field(60, ge=1)
+    signal_max_age_seconds: float = Field(60.0, gt=0)  # for signals without expires_at
+    commission_wait_seconds: float = Field(1.0, ge=0)  # hold a fill this long for its commission
+    broker_sync_timeout_seconds: float = Field(10.0, gt=0)  # each reconciliation request
+    guard_timeout_seconds: float = Field(30.0, gt=0)  # start waits this long for the guard check
+
+    @field_validator("allowed_symbols", mode="before")
+    @classmethod
+    def _split_allowed(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [part.strip().upper() for part in value.split(",") if part.strip()]
+        if not value:
+            raise ValueError('needs at least one symbol, or "*" for any')
+        return tuple(value)
 
 
 class StorageSettings(_Section):
