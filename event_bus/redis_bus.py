@@ -291,15 +291,17 @@ class RedisEventBus:
         self._recent.setdefault(pattern, RecentIds(100_000))
         self._has_patterns.set()
         if first and self._subscriber is not None:
-            await self._psubscribe_now(pattern)
+            await self._psubscribe_now(self._subscriber, pattern)
         return subscription
 
-    async def _psubscribe_now(self, pattern: str, timeout: float = 5.0) -> None:
+    async def _psubscribe_now(
+        self, subscriber: SubscriberSocket, pattern: str, timeout: float = 5.0
+    ) -> None:
         """Subscribe on the live connection; the reader task resolves the confirmation."""
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._confirmations.setdefault(pattern, []).append(waiter)
         try:
-            await self._subscriber.send("PSUBSCRIBE", pattern)
+            await subscriber.send("PSUBSCRIBE", pattern)
             await asyncio.wait_for(waiter, timeout)
         except (*CONNECTION_ERRORS, ConnectionError) as error:
             # The reader reconnects and subscribes every pattern again, this one included.
@@ -321,10 +323,12 @@ class RedisEventBus:
 
     async def _connect_subscriber(self) -> None:
         await self._has_patterns.wait()
-        self._subscriber = SubscriberSocket(self.redis)
-        await self._subscriber.connect()
+        subscriber = SubscriberSocket(self.redis)
+        await subscriber.connect()
+        # From here on, subscribe() sends its own PSUBSCRIBE; patterns added so far go now.
+        self._subscriber = subscriber
         self._unconfirmed = set(self._subscriptions)
-        await self._subscriber.send("PSUBSCRIBE", *self._unconfirmed)
+        await subscriber.send("PSUBSCRIBE", *self._unconfirmed)
 
     async def _on_subscribed(self) -> None:
         """Every pattern is confirmed: catch up from the journal if we were away, then go live."""
