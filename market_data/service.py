@@ -1,0 +1,257 @@
+"""The market data module: IB ticks and 5-second bars in, `Tick` and `Bar` events out."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable, Set
+
+import structlog
+from ib_async import IB, RealTimeBarList, Ticker
+
+from broker.connection import IBConnection, Publisher
+from config import IBSettings, MarketDataSettings
+from event_bus import Event
+from market_data.convert import MARKET_DATA_TYPES, contract_for, slice_from_bar, tick_from_ticker
+from market_data.instruments import Instrument, instruments_from_settings
+from market_data.model import (
+    InstrumentUnavailable,
+    MarketDataResubscribed,
+    MarketDataStale,
+    Stream,
+)
+from market_data.staleness import overdue, stale_limits
+from market_data.subscriptions import Feed, Subscriptions
+
+log = structlog.get_logger()
+
+CLIENT = "market_data"
+NO_SECURITY_DEFINITION = 200  # the request's contract is unknown: give the instrument up
+RESUBSCRIBE_CODES = frozenset({10182})  # that request's live updates stopped: request it again
+
+
+class MarketDataService:
+    """Keeps every configured instrument subscribed on IB and publishes what arrives.
+
+    Publishes `Tick` on `trading:tick:{SYMBOL}`, `Bar` (of `BAR_SECONDS`) on
+    `trading:bar:{SYMBOL}`, and `MarketDataResubscribed`, `MarketDataStale` and
+    `InstrumentUnavailable` on `trading:system:market_data`; its connection publishes
+    `ConnectivityChanged` on `trading:system:connectivity`.
+
+    Subscriptions are requested after every (re)connection, again after 1101, 1102 and a 2104
+    that follows a 2103, per request after 10182, and per stream by a watchdog when a feed has
+    been silent for STALE_AFTER_FACTOR times its expected interval.
+    """
+
+    name = CLIENT
+
+    def __init__(
+        self, settings: MarketDataSettings, connection: IBConnection, bus: Publisher
+    ) -> None:
+        self.settings = settings
+        self.connection = connection
+        self.bus = bus
+        streams: list[Stream] = []
+        if settings.market_data_ticks:
+            streams.append("ticks")
+        if settings.market_data_bars:
+            streams.append("bars")
+        self.subscriptions = Subscriptions(connection.ib, streams)
+        self.pending: list[Instrument] = instruments_from_settings(settings)  # not yet qualified
+        self.unavailable: set[str] = set()  # bus names IB does not know
+        self._limits = stale_limits(
+            settings.stale_after_factor,
+            settings.expected_tick_interval_seconds,
+            settings.expected_bar_interval_seconds,
+        )
+        self._outgoing: list[Event] = []  # events in the order they were made, to publish
+        self._wakeup = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        connection.add_connect_hook(self._on_connected)
+        connection.add_restore_hook(self._on_restore)
+        connection.add_error_listener(self._on_ib_error)
+
+    # Lifecycle
+
+    async def start(self) -> None:
+        """Start connecting (forever, in the background) and publishing; returns at once."""
+        if self._tasks:
+            return
+        ib = self.connection.ib
+        ib.pendingTickersEvent += self._on_pending_tickers
+        ib.barUpdateEvent += self._on_bar_update
+        self._tasks.append(asyncio.create_task(self._publish_forever(), name="md-publish"))
+        if self._limits:
+            self._tasks.append(asyncio.create_task(self._watch_forever(), name="md-watchdog"))
+        await self.connection.start()
+        log.info("market_data_started", instruments=[i.name for i in self.pending])
+
+    async def stop(self) -> None:
+        """Cancel every subscription, disconnect, then publish what is still queued."""
+        if not self._tasks:
+            return
+        publisher, *others = self._tasks
+        for task in others:
+            task.cancel()
+        await asyncio.gather(*others, return_exceptions=True)
+        self.subscriptions.cancel_all()
+        await self.connection.stop()
+        ib = self.connection.ib
+        ib.pendingTickersEvent -= self._on_pending_tickers
+        ib.barUpdateEvent -= self._on_bar_update
+        await self._publish_queued()
+        publisher.cancel()
+        await asyncio.gather(publisher, return_exceptions=True)
+        self._tasks = []
+        log.info("market_data_stopped")
+
+    # Recovery: connection hooks and error listener
+
+    async def _on_connected(self, ib: IB) -> None:
+        """After every (re)connection: ib_async forgot every request, so request all again."""
+        self.subscriptions.forget_requests()
+        ib.reqMarketDataType(MARKET_DATA_TYPES[self.settings.market_data_type])
+        await self._qualify_pending(ib)
+        self._resubscribe_all("connected")
+
+    async def _on_restore(self, reason: str) -> None:
+        if self.connection.connected:
+            self._resubscribe_all(reason)
+
+    def _on_ib_error(self, code: int, request_id: int, message: str) -> None:
+        entry = self.subscriptions.requests.get(request_id)
+        if entry is None:
+            return
+        feed, stream = entry
+        if code == NO_SECURITY_DEFINITION:
+            self.subscriptions.remove(feed)
+            self._give_up(feed.instrument, code, message)
+        elif code in RESUBSCRIBE_CODES:
+            log.warning("market_data_request_failed", symbol=feed.name, stream=stream, code=code)
+            self.subscriptions.subscribe(feed, stream, time.monotonic())
+            self._emit(MarketDataResubscribed(reason=f"error_{code}", symbols=(feed.name,)))
+
+    def _resubscribe_all(self, reason: str) -> None:
+        self.subscriptions.subscribe_all(time.monotonic())
+        symbols = tuple(feed.name for feed in self.subscriptions)
+        log.info("market_data_subscribed", reason=reason, instruments=len(symbols))
+        self._emit(MarketDataResubscribed(reason=reason, symbols=symbols))
+
+    # Instruments
+
+    async def _qualify_pending(self, ib: IB) -> None:
+        """Qualify the instruments not qualified yet; unknown ones are given up, the rest go on."""
+        if not self.pending:
+            return
+        contracts = [contract_for(instrument) for instrument in self.pending]
+        try:
+            qualified = await asyncio.wait_for(
+                ib.qualifyContractsAsync(*contracts),
+                self.settings.market_data_request_timeout_seconds,
+            )
+        except (TimeoutError, ConnectionError) as error:
+            log.warning("market_data_qualify_failed", error=str(error) or type(error).__name__)
+            return  # tried again on the next connection
+        for instrument, contract in zip(self.pending, qualified, strict=True):
+            if contract is None or isinstance(contract, list):
+                self._give_up(instrument, None, "IB has no single contract for it")
+            else:
+                self.subscriptions.add(instrument, contract, self.settings.bar_seconds)
+        self.pending = []
+
+    def _give_up(self, instrument: Instrument, code: int | None, reason: str) -> None:
+        self.unavailable.add(instrument.name)
+        log.error("instrument_unavailable", symbol=instrument.name, code=code, reason=reason)
+        self._emit(InstrumentUnavailable(symbol=instrument.name, code=code, reason=reason))
+
+    # Data in: ib_async callbacks copy into frozen events at once
+
+    def _on_pending_tickers(self, tickers: Set[Ticker]) -> None:
+        """Once per batch of socket data: one Tick per instrument that changed."""
+        now = time.monotonic()
+        by_con_id = self.subscriptions.by_con_id
+        outgoing = self._outgoing
+        for ticker in tickers:
+            feed = by_con_id.get(ticker.contract.conId) if ticker.contract else None
+            if feed is None:
+                continue
+            feed.last_data["ticks"] = now
+            tick = tick_from_ticker(feed.name, ticker)
+            if tick is not None:
+                outgoing.append(tick)
+        if outgoing:
+            self._wakeup.set()
+
+    def _on_bar_update(self, bars: RealTimeBarList, has_new_bar: bool) -> None:
+        entry = self.subscriptions.requests.get(bars.reqId)
+        if entry is None or not has_new_bar or not isinstance(bars, RealTimeBarList):
+            return
+        feed = entry[0]
+        feed.last_data["bars"] = time.monotonic()
+        pieces = [slice_from_bar(bar) for bar in bars]
+        bars.clear()  # ib_async would keep every bar for the life of the daemon
+        for piece in pieces:
+            if piece is None:
+                log.warning("real_time_bar_unusable", symbol=feed.name)
+                continue
+            self._emit_all(feed.aggregator.add(piece))
+
+    # Staleness watchdog
+
+    async def _watch_forever(self) -> None:
+        interval = min(self._limits.values()) / 4
+        while True:
+            await asyncio.sleep(interval)
+            if self.connection.ready_to_trade:
+                self.check_staleness(time.monotonic())
+
+    def check_staleness(self, now: float) -> None:
+        """Resubscribe each stream silent longer than its limit, and say so."""
+        for feed, stream, silent in overdue(self.subscriptions.last_seen(), now, self._limits):
+            self._report_stale(feed, stream, silent)
+            self.subscriptions.subscribe(feed, stream, now)
+
+    def _report_stale(self, feed: Feed, stream: Stream, silent: float) -> None:
+        expected = self._limits[stream] / self.settings.stale_after_factor
+        log.warning("market_data_stale", symbol=feed.name, stream=stream, silent_seconds=silent)
+        self._emit(
+            MarketDataStale(
+                symbol=feed.name,
+                stream=stream,
+                silent_seconds=round(silent, 3),
+                expected_interval_seconds=expected,
+            )
+        )
+
+    # Data out
+
+    def _emit(self, event: Event) -> None:
+        self._outgoing.append(event)
+        self._wakeup.set()
+
+    def _emit_all(self, events: Iterable[Event]) -> None:
+        for event in events:
+            self._emit(event)
+
+    async def _publish_forever(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            await self._publish_queued()
+
+    async def _publish_queued(self) -> None:
+        while self._outgoing:
+            batch, self._outgoing = self._outgoing, []
+            for event in batch:
+                try:
+                    await self.bus.publish(event)
+                except Exception:
+                    log.exception("market_data_publish_failed", event_type=type(event).__name__)
+
+
+def build_market_data(
+    settings: MarketDataSettings, ib_settings: IBSettings, bus: Publisher
+) -> MarketDataService:
+    """The market data module as `main.py` wires it: its own IB connection as IB_CLIENT_ID."""
+    connection = IBConnection(ib_settings, bus, client=CLIENT, client_id=ib_settings.client_id)
+    return MarketDataService(settings, connection, bus)
