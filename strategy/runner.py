@@ -137,7 +137,7 @@ class StrategyRunner:
             "strategy_failed",
             strategy=self.strategy.name,
             event_type=type(event).__name__,
-            event=repr(event),
+            event_data=repr(event),
             consecutive_failures=self.consecutive_failures,
         )
         if self.consecutive_failures >= self.max_failures:
