@@ -22,6 +22,7 @@ import event_bus.system  # noqa: F401  (registers the system events with the cod
 from config import BusSettings, LogSettings, Settings, SettingsError, load_settings, masked_url
 from event_bus import CONNECTION_ERRORS, Channels, Event, RedisEventBus
 from event_bus.system import ControlCommand
+from ibsim import cli as ibsim_cli
 
 log = structlog.get_logger()
 
@@ -180,6 +181,23 @@ def _stop_on_signals() -> asyncio.Event:
     return stop
 
 
+async def until_signalled(work: Coroutine[Any, Any, int]) -> int:
+    """Run `work` until it ends or SIGTERM/SIGINT cancels it; its exit code."""
+    task = asyncio.ensure_future(work)
+    stop = asyncio.ensure_future(_stop_on_signals().wait())
+    await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+    stop.cancel()
+    task.cancel()
+    try:
+        return await task
+    except asyncio.CancelledError:
+        return EXIT_OK
+
+
+async def cmd_sim(args: argparse.Namespace, settings: Settings) -> int:
+    return await until_signalled(ibsim_cli.serve(args))
+
+
 async def cmd_tail(args: argparse.Namespace, settings: Settings) -> int:
     channels = Channels(settings.bus.channel_prefix)
     pattern = args.pattern or channels.everything
@@ -299,6 +317,14 @@ def build_parser() -> argparse.ArgumentParser:
     tail = commands.add_parser("tail", help="a decoded live view of the events")
     tail.add_argument("pattern", nargs="?", help="channel pattern, e.g. 'fill:*' (default all)")
     tail.set_defaults(handler=cmd_tail)
+
+    sim = commands.add_parser(
+        "sim",
+        help="the IB Gateway simulator alone, for any TWS API client",
+        description="An IB Gateway simulator speaking the TWS API (server version 178).",
+    )
+    ibsim_cli.configure_parser(sim)
+    sim.set_defaults(handler=cmd_sim)
 
     for name, text in (
         ("halt", "stop all new orders and cancel open ones"),

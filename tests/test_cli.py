@@ -126,7 +126,7 @@ def test_a_bad_setting_in_dot_env_exits_2(workdir: Path) -> None:
         (
             ["frobnicate"],
             "main.py: error: argument COMMAND: invalid choice: 'frobnicate'"
-            " (choose from 'run', 'tail', 'halt', 'resume')\n",
+            " (choose from 'run', 'tail', 'sim', 'halt', 'resume')\n",
         ),
         ([], "main.py: error: the following arguments are required: COMMAND\n"),
         (["halt", "--reason"], "main.py halt: error: argument --reason: expected one argument\n"),
@@ -242,3 +242,37 @@ def test_halt_without_redis_exits_1_with_a_log_line_hiding_the_password(workdir:
         "level": "error",
     }
     assert "connecting to 127.0.0.1" in log_line["error"]
+
+
+async def test_sim_command_serves_ib_async_and_stops_on_sigterm(workdir: Path) -> None:
+    """`main.py sim` serves a real ib_async client; SIGTERM stops it with exit code 0."""
+    from ib_async import IB
+
+    port = free_port()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(MAIN),
+        "sim",
+        "--port",
+        str(port),
+        "--account",
+        "DU7654321",
+        cwd=workdir,
+        env=_environment(LOG_FORMAT="json"),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    assert process.stdout is not None
+    try:
+        while True:
+            line = await asyncio.wait_for(process.stdout.readline(), 15)
+            assert line, "the simulator exited before it was ready"
+            if json.loads(line).get("event") == "simulator_ready":
+                break
+        ib = IB()
+        await ib.connectAsync("127.0.0.1", port, clientId=3, timeout=5)
+        assert ib.managedAccounts() == ["DU7654321"]
+        ib.disconnect()
+    finally:
+        process.terminate()
+        assert await asyncio.wait_for(process.wait(), 10) == 0
