@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 import redis.asyncio as aioredis
 import structlog
@@ -62,6 +61,7 @@ class StorageService:
             return
         await asyncio.to_thread(upgrade_database, self.engine)
         self._task = asyncio.create_task(self.reader.run(), name="storage:journal")
+        self._task.add_done_callback(_log_crash)
         log.info(
             "storage_started",
             url=masked_url(self.engine.url.render_as_string(hide_password=False)),
@@ -73,15 +73,13 @@ class StorageService:
         if self._task is None:
             return
         self.reader.stop()
-        try:
-            await asyncio.wait_for(asyncio.shield(self._task), self.stop_timeout)
-        except TimeoutError:
+        task, self._task = self._task, None
+        done, _ = await asyncio.wait([task], timeout=self.stop_timeout)
+        if not done:
             # Whatever was committed but not acknowledged comes again and is ignored as a copy.
             log.warning("storage_stop_timed_out", timeout_seconds=self.stop_timeout)
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        self._task = None
+            task.cancel()
+            await asyncio.wait([task], timeout=1.0)  # bounded: see the report on redis-py
         self.engine.dispose()
         log.info("storage_stopped", handled=self.reader.handled, rows=self.rows_offered)
 
@@ -103,3 +101,10 @@ def build_storage(
         block_ms=settings.storage_block_ms,
         stop_timeout=settings.storage_stop_timeout_seconds,
     )
+
+
+def _log_crash(task: asyncio.Task[None]) -> None:
+    """The reader only ends by `stop()`; anything else is a fault worth a line in the log."""
+    if not task.cancelled() and task.exception() is not None:
+        error = task.exception()
+        log.error("storage_reader_crashed", error=f"{type(error).__name__}: {error}")

@@ -1,0 +1,218 @@
+"""The storage service: every journal event stored exactly once, through restarts and poison."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import replace
+from datetime import timedelta
+
+import redis.asyncio as aioredis
+from pydantic import SecretStr
+from sqlalchemy import Engine
+
+from config import StorageSettings
+from event_bus import CONNECTION_ERRORS, Channels, JournalEntry
+from event_bus.system import Heartbeat
+from execution.model import Fill, OrderUpdate
+from market_data.model import Bar
+from storage import StorageService, build_storage, todays_orders
+from storage.writer import RowWriter
+from tests.helpers import eventually
+from tests.storage.conftest import publish
+from tests.storage.samples import T0, by_id, every_kind, row_counts, stored_events, ticks
+
+
+def service(engine: Engine, client: aioredis.Redis, channels: Channels, **options: object):
+    options.setdefault("block_ms", 20)
+    return StorageService(engine, client, channels=channels, **options)  # type: ignore[arg-type]
+
+
+async def read_until_idle(storage: StorageService) -> None:
+    """Drive the journal reader until a read finds nothing ("run until idle")."""
+    for _ in range(10_000):
+        if await storage.reader.read_once() == 0 and not storage.reader._retry_pending:
+            return
+    raise AssertionError("storage never became idle")
+
+
+async def pending(client: aioredis.Redis, channels: Channels) -> int:
+    return int((await client.xpending(channels.journal, "storage"))["pending"])
+
+
+def entries(events: list) -> list[JournalEntry]:
+    return [JournalEntry(f"{n}-0", "test", event) for n, event in enumerate(events)]
+
+
+async def test_every_event_kind_round_trips_through_journal_and_database(
+    redis_url: str, channels: Channels, client: aioredis.Redis, database_url: str
+) -> None:
+    """Published events come back whole from the rows (heartbeats excepted); stop acks them."""
+    events = every_kind()
+    settings = StorageSettings(
+        database_url=SecretStr(database_url), storage_block_ms=20, storage_batch_size=4
+    )
+    storage = build_storage(settings, client, channels)
+    await storage.start()
+    await publish(redis_url, channels, events)
+    await eventually(lambda: storage.reader.handled == len(events), message="all handled")
+    await storage.stop()
+
+    expected = [event for event in events if not isinstance(event, Heartbeat)]
+    assert stored_events(storage.engine) == by_id(expected)
+    assert todays_orders(storage.engine, now=T0) == [events[5]]
+    assert await pending(client, channels) == 0
+    storage.engine.dispose()
+
+
+async def test_redelivered_events_make_no_second_row(
+    redis_url: str, channels: Channels, client: aioredis.Redis, engine: Engine
+) -> None:
+    """The same events twice in the journal, and the same batch written again, store once."""
+    events = every_kind()
+    await publish(redis_url, channels, events + events)
+    await read_until_idle(service(engine, client, channels, batch_size=5))
+    RowWriter(engine).write(entries(events))
+
+    expected = [event for event in events if not isinstance(event, Heartbeat)]
+    assert stored_events(engine) == by_id(expected)
+    assert row_counts(engine) == {
+        "ticks": 2,
+        "bars": 1,
+        "signals": 1,
+        "orders": 1,
+        "order_history": 2,
+        "fills": 1,
+        "system_events": 4,
+    }
+
+
+def test_an_older_order_update_arriving_late_keeps_the_latest_state(engine: Engine) -> None:
+    """An order's row holds its newest update; a late older copy changes nothing, ids stay."""
+    events = every_kind()
+    pending_submit, filled = events[4], events[5]
+    later = replace(filled, id="cancel-1", ts=filled.ts + timedelta(seconds=1), perm_id=None)
+    writer = RowWriter(engine)
+    writer.write(entries([filled]))
+    writer.write(entries([pending_submit]))
+    writer.write(entries([later]))
+
+    assert todays_orders(engine, now=T0) == [replace(later, perm_id=filled.perm_id)]
+
+
+def test_orders_within_one_batch_end_in_their_latest_state(engine: Engine) -> None:
+    """Several updates of one order in one batch: one order row, every update in the history."""
+    events = every_kind()
+    RowWriter(engine).write(entries([events[5], events[4]]))
+
+    assert todays_orders(engine, now=T0) == [events[5]]
+    assert row_counts(engine)["order_history"] == 2
+
+
+def test_a_bar_built_twice_is_one_row(engine: Engine) -> None:
+    """Bars are unique by (symbol, start, seconds): a second build under a new id is ignored."""
+    bar = next(event for event in every_kind() if isinstance(event, Bar))
+    RowWriter(engine).write(entries([bar, replace(bar, id="rebuilt", close=187.2)]))
+
+    assert stored_events(engine) == [bar]
+
+
+def test_a_fill_copy_bringing_its_commission_completes_the_row(engine: Engine) -> None:
+    """IB reports commissions after the execution: a later copy fills in what was missing."""
+    fill = next(event for event in every_kind() if isinstance(event, Fill))
+    bare = replace(fill, commission=None, commission_currency=None)
+    writer = RowWriter(engine)
+    writer.write(entries([bare]))
+    writer.write(entries([replace(fill, id="report-copy", realized_pnl=None)]))
+    writer.write(entries([bare]))
+
+    assert stored_events(engine) == [replace(fill, id=bare.id)]
+
+
+async def test_cancelled_mid_stream_and_restarted_stores_each_event_once(
+    redis_url: str, channels: Channels, client: aioredis.Redis, engine: Engine
+) -> None:
+    """Cancelling the ingest task anywhere, then restarting, loses and doubles nothing."""
+    first, second = ticks(600), ticks(400, start=600)
+    await publish(redis_url, channels, first)
+    own_client = aioredis.Redis.from_url(redis_url)  # the cancelled run's, as a process has its own
+    storage = service(engine, own_client, channels, batch_size=10)
+    task = asyncio.create_task(storage.reader.run())
+    await eventually(lambda: row_counts(engine)["ticks"] > 0, message="some ticks stored")
+    task.cancel()
+    await reap(task, storage, own_client)
+    await publish(redis_url, channels, second)
+
+    await read_until_idle(service(engine, client, channels, batch_size=10))
+    assert stored_events(engine) == by_id(first + second)
+    assert await pending(client, channels) == 0
+
+
+async def reap(task: asyncio.Task[None], storage: StorageService, client: aioredis.Redis) -> None:
+    """Wait for a cancelled reader task to end.
+
+    redis-py 8.1 sometimes swallows a cancellation that lands in XREADGROUP and then waits for a
+    reply that never comes; stopping the reader and closing its client ends such a task too.
+    """
+    done, _ = await asyncio.wait([task], timeout=1.0)
+    if not done:
+        storage.reader.stop()
+        await client.aclose()
+    with contextlib.suppress(asyncio.CancelledError, *CONNECTION_ERRORS):
+        await task
+    await client.aclose()
+
+
+async def test_poison_event_is_dead_lettered_with_its_reason_and_the_rest_go_on(
+    redis_url: str, channels: Channels, client: aioredis.Redis, engine: Engine
+) -> None:
+    """A fill the database refuses (quantity 0) is set aside; the events around it are stored."""
+    fill = next(event for event in every_kind() if isinstance(event, Fill))
+    poison = replace(fill, id="poison", execution_id="bad", quantity=0)
+    good = [*ticks(3), fill, *ticks(2, start=3)]
+    await publish(redis_url, channels, [*good[:3], poison, *good[3:]])
+    storage = service(engine, client, channels)
+    await read_until_idle(storage)
+
+    assert stored_events(engine) == by_id(good)
+    [(_, dead)] = await client.xrange(channels.dead_letter)
+    assert storage.reader.codec.decode(dead[b"event"]) == poison
+    assert dead[b"reason"].startswith(b"handler failed: IntegrityError")
+    assert await pending(client, channels) == 0
+
+
+async def test_stop_while_idle_returns_and_restart_goes_on(
+    redis_url: str, channels: Channels, client: aioredis.Redis, engine: Engine
+) -> None:
+    """start/stop/start: events published between runs are stored by the next one."""
+    storage = service(engine, client, channels)
+    await storage.start()
+    await storage.stop()
+    events = ticks(5)
+    await publish(redis_url, channels, events)
+    again = service(engine, client, channels)
+    await again.start()
+    await eventually(lambda: again.reader.handled == 5, message="5 ticks handled")
+    await again.stop()
+
+    assert stored_events(engine) == by_id(events)
+
+
+def test_order_update_of_an_external_order_is_keyed_by_its_perm_id(engine: Engine) -> None:
+    """An order placed elsewhere (no signal id) is one order across its updates, by perm id."""
+    external = OrderUpdate(
+        ts=T0,
+        symbol="SPY",
+        signal_id="",
+        status="submitted",
+        action="SELL",
+        quantity=1,
+        order_type="MKT",
+        perm_id=99,
+        external=True,
+    )
+    done = replace(external, id="x2", ts=T0 + timedelta(seconds=1), status="cancelled")
+    RowWriter(engine).write(entries([external]))
+    RowWriter(engine).write(entries([done]))
+
+    assert todays_orders(engine, now=T0) == [done]
