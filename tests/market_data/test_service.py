@@ -1,0 +1,171 @@
+"""The market data service against the simulator: ticks, bars and instruments on the bus."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from ib_async import IB, Stock
+
+from config import InstrumentSetting
+from event_bus import Channels, InMemoryEventBus, RedisEventBus
+from ibsim import SimConfig, Simulator
+from market_data.bars import bar_id
+from market_data.model import Bar, InstrumentUnavailable, MarketDataResubscribed, Tick
+from tests.helpers import eventually
+from tests.market_data.conftest import (
+    SPEED,
+    SYMBOLS,
+    ServiceFactory,
+    connectivity_story,
+    data_flowing,
+    live_requests,
+    of_type,
+    our_sessions,
+)
+
+
+async def test_ticks_and_bars_for_every_symbol(
+    make_service: ServiceFactory, bus: InMemoryEventBus, sim: Simulator
+) -> None:
+    """Each configured symbol gets one reqMktData and one reqRealTimeBars; both reach the bus."""
+    service = make_service()
+    await service.start()
+    await data_flowing(bus, 0, timeout=10)
+    assert live_requests(sim) == (sorted(SYMBOLS), sorted(SYMBOLS))
+    [subscribed] = of_type(bus.published, MarketDataResubscribed)
+    assert subscribed == MarketDataResubscribed(
+        id=subscribed.id, ts=subscribed.ts, reason="connected", symbols=SYMBOLS
+    )
+
+
+async def test_stop_cancels_every_subscription(
+    make_service: ServiceFactory, bus: InMemoryEventBus, sim: Simulator
+) -> None:
+    """stop() cancels the requests, disconnects and says so on the connectivity channel."""
+    service = make_service()
+    await service.start()
+    await data_flowing(bus, 0, timeout=10)
+    await service.stop()
+    await eventually(lambda: not our_sessions(sim), message="session closed")
+    assert service.subscriptions.requests == {}
+    assert connectivity_story(bus) == ["connected", "disconnected"]
+
+
+async def test_bars_aggregate_the_five_second_bars_exactly(
+    make_service: ServiceFactory, bus: InMemoryEventBus, connect_ib: object
+) -> None:
+    """Each 10-second Bar equals the aggregate of the 5-second bars a second client received."""
+    observer: IB = await connect_ib(client_id=99)  # type: ignore[operator]
+    [contract] = await observer.qualifyContractsAsync(Stock("AAPL", "SMART", "USD"))
+    raw = observer.reqRealTimeBars(contract, 5, "TRADES", False)
+    service = make_service(symbols=("AAPL",))
+    await service.start()
+
+    def aapl_bars() -> list[Bar]:
+        return [e for e in of_type(bus.published, Bar) if e.symbol == "AAPL"]
+
+    await eventually(lambda: len(aapl_bars()) >= 3, timeout=10, message="three bars")
+    by_start = {int(bar.time.timestamp()): bar for bar in raw}
+    for bar in aapl_bars():
+        start = int(bar.start.timestamp())
+        pieces = [by_start[start], by_start[start + 5]]
+        volume = pieces[0].volume + pieces[1].volume
+        assert bar == Bar(
+            id=bar_id("AAPL", datetime.fromtimestamp(start, UTC), 10),
+            ts=bar.ts,
+            symbol="AAPL",
+            start=datetime.fromtimestamp(start, UTC),
+            seconds=10,
+            open=pieces[0].open_,
+            high=max(p.high for p in pieces),
+            low=min(p.low for p in pieces),
+            close=pieces[1].close,
+            volume=volume,
+            wap=(pieces[0].wap * pieces[0].volume + pieces[1].wap * pieces[1].volume) / volume,
+            trade_count=pieces[0].count + pieces[1].count,
+        )
+
+
+async def test_unknown_symbols_are_reported_and_the_others_go_on(
+    make_service: ServiceFactory, bus: InMemoryEventBus, sim: Simulator
+) -> None:
+    """An unknown stock and a future the simulator lacks are reported; AAPL still streams."""
+    future = InstrumentSetting(
+        symbol="ES", sec_type="FUT", exchange="CME", last_trade_date="202512"
+    )
+    service = make_service(symbols=("AAPL", "NOPE"), instruments=(future,))
+    await service.start()
+    await data_flowing(bus, 0, timeout=10, symbols=["AAPL"])
+    unavailable = of_type(bus.published, InstrumentUnavailable)
+    assert [(e.symbol, e.code) for e in unavailable] == [("NOPE", None), ("ES-202512", None)]
+    assert service.unavailable == {"NOPE", "ES-202512"}
+    assert live_requests(sim) == (["AAPL"], ["AAPL"])
+
+
+async def test_delayed_market_data_type_is_requested_and_ticks_flow(
+    make_service: ServiceFactory, bus: InMemoryEventBus, sim: Simulator
+) -> None:
+    """MARKET_DATA_TYPE=delayed sends reqMarketDataType(3); delayed ticks become Ticks."""
+    service = make_service(market_data_type="delayed", market_data_bars=False)
+    await service.start()
+    await eventually(lambda: {t.symbol for t in of_type(bus.published, Tick)} == set(SYMBOLS))
+    assert [session.market_data_type for session in our_sessions(sim)] == [3]
+    assert live_requests(sim) == (sorted(SYMBOLS), [])
+
+
+class TestConstantPrices:
+    """With a zero-volatility walk every quote is known in advance."""
+
+    @pytest.fixture
+    def sim_config(self) -> SimConfig:
+        return SimConfig(port=0, seed=1, speed=SPEED, symbols=SYMBOLS, step_volatility=0.0)
+
+    async def test_tick_fields_match_the_quote(
+        self, make_service: ServiceFactory, bus: InMemoryEventBus
+    ) -> None:
+        """A Tick carries bid, ask, last (the simulator's quote), positive sizes and a UTC time."""
+        service = make_service(market_data_bars=False)
+        await service.start()
+        await eventually(lambda: {t.symbol for t in of_type(bus.published, Tick)} == {*SYMBOLS})
+        ticks = {t.symbol: t for t in of_type(bus.published, Tick)}
+        quotes = {s: (t.bid, t.ask, t.last) for s, t in ticks.items()}
+        assert quotes == {
+            "AAPL": (189.98, 190.02, 190.0),
+            "MSFT": (409.96, 410.04, 410.0),
+            "SPY": (499.95, 500.05, 500.0),
+        }
+        for tick in ticks.values():
+            sizes = (tick.bid_size, tick.ask_size, tick.last_size)
+            assert all(size is not None and size > 0 and size % 100 == 0 for size in sizes)
+            assert tick.volume is not None and tick.volume > 0
+            assert tick.exchange_time is not None and tick.exchange_time.tzinfo is not None
+
+
+@pytest.mark.integration
+async def test_ticks_and_bars_through_redis(
+    make_service: ServiceFactory,
+    redis_url: str,
+    channels: Channels,
+    clean_keys: None,
+) -> None:
+    """Through a real Redis: Ticks and Bars arrive on trading:tick:* and trading:bar:*."""
+    redis_bus = RedisEventBus.from_url(redis_url, timeout=2.0, channels=channels)
+    received: list[Tick | Bar] = []
+
+    async def record(event: Tick | Bar) -> None:  # type: ignore[misc]
+        received.append(event)
+
+    await redis_bus.subscribe(channels.instrument("tick", "*"), record)  # type: ignore[arg-type]
+    await redis_bus.subscribe(channels.instrument("bar", "*"), record)  # type: ignore[arg-type]
+    await redis_bus.start()
+    service = make_service(bus_override=redis_bus, symbols=("AAPL",))
+    try:
+        await service.start()
+        await eventually(
+            lambda: {type(e) for e in received} == {Tick, Bar}, timeout=10, message="via Redis"
+        )
+    finally:
+        await service.stop()
+        await redis_bus.stop(timeout=2.0)
+    assert {e.symbol for e in received} == {"AAPL"}
