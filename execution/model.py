@@ -92,3 +92,19 @@ class TradingHalted(Event):
     halted: bool
     reason: str = ""
     issued_by: str = ""
+
+
+@register
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PositionSnapshot(Event):
+    """The broker's positions in one account, on `trading:system:positions`.
+
+    Published at every reconciliation and after fills; `positions` maps symbol -> signed
+    quantity and `average_costs` symbol -> IB's average cost per share (commissions included).
+    """
+
+    kind = "system:positions"
+
+    account: str
+    positions: dict[str, float]
+    average_costs: dict[str, float]

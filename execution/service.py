@@ -1,0 +1,714 @@
+"""The execution service: signals in, IB orders out, behind the guard, the kill switch and risk."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Coroutine
+from datetime import UTC, date, datetime
+from typing import Any, Protocol
+
+import structlog
+from ib_async import IB, Trade
+from ib_async import Fill as IBFill
+from ib_async import Position as IBPosition
+
+from broker.connection import IBConnection
+from config import ExecutionSettings, IBSettings
+from event_bus import CONNECTION_ERRORS, Channels, Codec, Event, EventRejected, utc_now
+from event_bus.system import ControlCommand
+from execution.fills import FillDesk
+from execution.guard import GuardRefused, port_warning, trading_account
+from execution.mapping import (
+    TradeFacts,
+    contract_for,
+    ib_order,
+    order_status,
+    order_update,
+    trade_facts,
+)
+from execution.model import (
+    Fill,
+    OrderStatus,
+    OrderUpdate,
+    PositionSnapshot,
+    RiskRejection,
+    TradingHalted,
+)
+from execution.risk import (
+    Book,
+    OrderRate,
+    RiskLimits,
+    Verdict,
+    check_risk,
+    check_signal,
+    loss_limit_hit,
+    unrealized_pnl,
+)
+from execution.state import ExecutionState
+from market_data.model import Tick
+from strategy.model import TradeSignal
+
+log = structlog.get_logger()
+
+
+class Bus(Protocol):
+    channels: Channels
+    codec: Codec
+
+    async def publish(self, event: Event) -> None: ...
+
+    async def append_to_journal(self, event: Event) -> None: ...
+
+    async def subscribe(self, pattern: str, handler: Any, *, name: str | None = None) -> Any: ...
+
+
+class ExecutionService:
+    """Turns `TradeSignal`s into IB orders and reports what happens to them.
+
+    Subscribes to `trading:signal:*`, `trading:tick:*` (marks for risk and P&L) and
+    `trading:control` (halt / resume). Publishes `OrderUpdate` on `trading:order:{SYMBOL}`,
+    `Fill` on `trading:fill:{SYMBOL}`, `RiskRejection` on `trading:system:risk`,
+    `TradingHalted` on `trading:system:halt` and `PositionSnapshot` on
+    `trading:system:positions`; IB connectivity goes out on `trading:system:connectivity`.
+
+    One signal id, one decision: the id is the order's `orderRef`; before an order is sent the
+    id is claimed in `ExecutionState` (Redis SET NX) and the broker's orders and executions
+    are searched for it, so no copy of a signal ever makes a second order.
+    """
+
+    name = "execution"
+
+    def __init__(
+        self,
+        settings: ExecutionSettings,
+        ib_settings: IBSettings,
+        bus: Bus,
+        state: ExecutionState,
+        *,
+        redis_client: Any = None,
+        backoff_cap_seconds: float = 30.0,
+    ) -> None:
+        self.settings = settings
+        self.limits = RiskLimits.from_settings(settings)
+        self.bus = bus
+        self.state = state
+        self._redis = redis_client
+        self.connection = IBConnection(
+            ib_settings,
+            bus,
+            client="execution",
+            client_id=ib_settings.client_id + 1,
+            backoff_cap_seconds=backoff_cap_seconds,
+        )
+        self.ib: IB = self.connection.ib
+        self.fills = FillDesk(
+            self._emit,
+            state,
+            commission_wait=settings.commission_wait_seconds,
+            on_fill=self._on_fill_published,
+        )
+        self._lock = asyncio.Lock()  # one signal decided at a time, so risk sees every order
+        self._decided: dict[str, str] = {}  # signal id -> decision taken by this process
+        self._placed: dict[str, int] = {}  # signal id -> IB order id sent by this process
+        self._published: dict[str, tuple[OrderStatus, float]] = {}  # order key -> (status, filled)
+        self._acknowledged: set[str] = set()  # order keys IB has acknowledged
+        self._marks: dict[str, float] = {}  # symbol -> last price (ticks, else fills)
+        self._realized: dict[str, tuple[date, float]] = {}  # execution id -> (UTC day, P&L)
+        self._rate = OrderRate()
+        self._halt: ControlCommand | None = None
+        self._account: str | None = None
+        self.refusal: GuardRefused | None = None
+        self._synced = False  # reconciled since the last connect
+        self._caught_up = False
+        self._stopping = False
+        self._first_check = asyncio.Event()  # set after the first connection's guard check
+        self._refused = asyncio.Event()
+        self._outgoing: asyncio.Queue[Event] = asyncio.Queue()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._publisher: asyncio.Task[None] | None = None
+        self._wire_ib()
+
+    # Lifecycle
+
+    async def start(self) -> None:
+        """Load the kill switch, subscribe, connect; raises `GuardRefused` if IB's accounts
+        contradict the trading mode (exit code 3)."""
+        self._publisher = asyncio.create_task(self._publish_forever(), name="execution:publish")
+        self.fills.start()
+        await self._load_halt()
+        await self._subscribe()
+        warning = port_warning(self.settings.trading_mode, self.connection.settings.port)
+        if warning:
+            log.warning("trading_mode_port_mismatch", detail=warning)
+        self.connection.add_connect_hook(self._on_connect)
+        await self.connection.start()
+        await self._await_guard()
+
+    async def _await_guard(self) -> None:
+        try:
+            await asyncio.wait_for(self._first_check.wait(), self.settings.guard_timeout_seconds)
+        except TimeoutError:
+            log.warning(
+                "execution_started_without_broker",
+                waited_seconds=self.settings.guard_timeout_seconds,
+                detail="orders are refused until IB connects and passes the guard",
+            )
+            return
+        if self.refusal is not None:
+            refusal = self.refusal
+            await self.stop()
+            raise refusal
+
+    async def stop(self) -> None:
+        """No new orders; finish the signal in hand and the fills held; disconnect cleanly."""
+        self._stopping = True
+        timeout = self.settings.broker_sync_timeout_seconds
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                async with self._lock:
+                    pass
+        await self.fills.stop(timeout)
+        await self.connection.stop()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        try:
+            await asyncio.wait_for(self._outgoing.join(), timeout)
+        except TimeoutError:
+            log.error("execution_events_not_published", queued=self._outgoing.qsize())
+        if self._publisher is not None:
+            self._publisher.cancel()
+            await asyncio.gather(self._publisher, return_exceptions=True)
+            self._publisher = None
+        log.info("execution_stopped")
+
+    async def wait_refused(self) -> GuardRefused:
+        """Returns when a connection made after `start` fails the guard (the process should then
+        exit 3); until then waits forever."""
+        await self._refused.wait()
+        assert self.refusal is not None
+        return self.refusal
+
+    @property
+    def halted(self) -> bool:
+        return self._halt is not None
+
+    @property
+    def ready(self) -> bool:
+        """Connected, IB's link up, guard passed and broker state reconciled."""
+        return self.connection.ready_to_trade and self._synced and self.refusal is None
+
+    # Publishing (one queue, so events leave in the order they were made)
+
+    def _emit(self, event: Event) -> None:
+        self._outgoing.put_nowait(event)
+
+    async def _publish_forever(self) -> None:
+        while True:
+            event = await self._outgoing.get()
+            try:
+                await self.bus.publish(event)
+            except Exception:
+                log.exception("execution_publish_failed", event_type=type(event).__name__)
+            finally:
+                self._outgoing.task_done()
+
+    async def wait_idle(self) -> None:
+        """Every queued fill handled and every event handed to the bus (for tests)."""
+        await self.fills.wait_idle()
+        await self._outgoing.join()
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, Any], name: str) -> None:
+        task = asyncio.create_task(coroutine, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # Subscriptions
+
+    async def _subscribe(self) -> None:
+        channels = self.bus.channels
+        await self.bus.subscribe(channels.control, self._on_control, name="execution:control")
+        await self.bus.subscribe(
+            channels.instrument("tick", "*"), self._on_tick, name="execution:ticks"
+        )
+        await self.bus.subscribe(
+            channels.instrument("signal", "*"), self._on_signal, name="execution:signals"
+        )
+
+    async def _on_signal(self, event: Event) -> None:
+        if not isinstance(event, TradeSignal):
+            log.warning(
+                "signal_rejected", reason="not a TradeSignal", event_type=type(event).__name__
+            )
+            return
+        if self._stopping:
+            log.info("signal_ignored_while_stopping", signal_id=event.id)
+            return
+        with contextlib.suppress(*CONNECTION_ERRORS):
+            # a signal sent by a plain PUBLISH is in no journal yet; storage dedupes by id
+            await self.bus.append_to_journal(event)
+        await self.handle_signal(event)
+
+    # The decision: one per signal id
+
+    async def handle_signal(self, signal: TradeSignal) -> None:
+        """Decide `signal` once: reject it with a reason, or send its one order."""
+        if signal.id in self._decided:
+            log.info("signal_duplicate", signal_id=signal.id, decision=self._decided[signal.id])
+            return
+        async with self._lock:
+            if signal.id in self._decided or self._stopping:
+                return
+            self._decided[signal.id] = "deciding"  # the in-flight mark: taken before any await
+            try:
+                await self._decide(signal)
+            except Exception:
+                log.exception("signal_handling_failed", signal_id=signal.id)
+
+    async def _decide(self, signal: TradeSignal) -> None:
+        earlier = await self._earlier_decision(signal.id)
+        if earlier is not None:
+            self._decided[signal.id] = earlier
+            log.info("signal_duplicate", signal_id=signal.id, decision=earlier)
+            return
+        verdict = check_signal(signal, utc_now(), self.limits) or self._gate()
+        if verdict is None:
+            verdict = check_risk(signal, self._book(), self.limits)
+        if verdict is not None:
+            await self._reject(signal, verdict, claim=True)
+            return
+        await self._place(signal)
+
+    async def _earlier_decision(self, signal_id: str) -> str | None:
+        """How this id was decided before (by any process), or None. Raises on Redis errors."""
+        try:
+            stored = await self.state.decision(signal_id)
+        except CONNECTION_ERRORS as error:
+            log.error("execution_state_unavailable", signal_id=signal_id, error=str(error))
+            return "unknown: execution state unavailable"
+        if stored is not None:
+            return str(stored.get("decision"))
+        known = self._broker_order(signal_id)
+        if known is not None:
+            log.warning("signal_found_at_broker", signal_id=signal_id, detail=known)
+            return f"found at broker: {known}"
+        return None
+
+    def _broker_order(self, signal_id: str) -> str | None:
+        """The broker's order or execution carrying `signal_id` as orderRef, described."""
+        for trade in self.ib.trades():
+            if trade.order.orderRef == signal_id:
+                return f"order {trade.order.orderId} {trade.orderStatus.status}"
+        for fill in self.ib.fills():
+            if fill.execution.orderRef == signal_id:
+                return f"execution {fill.execution.execId}"
+        return None
+
+    def _gate(self) -> Verdict | None:
+        """Refusals that depend on the daemon's state, not on the signal."""
+        if self.refusal is not None:
+            return Verdict("guard", str(self.refusal))
+        if self._halt is not None:
+            return Verdict("halted", f"trading halted: {self._halt.reason or 'kill switch'}")
+        if not self.ready:
+            return Verdict("not_connected", "IB is not connected and reconciled; not queued")
+        return None
+
+    async def _reject(self, signal: TradeSignal, verdict: Verdict, *, claim: bool) -> None:
+        self._decided[signal.id] = f"rejected: {verdict.rule}"
+        try:
+            if claim:
+                await self.state.claim(signal.id, "rejected", verdict.rule)
+            else:
+                await self.state.overwrite(signal.id, "rejected", verdict.rule)
+        except CONNECTION_ERRORS as error:
+            log.warning("decision_not_saved", signal_id=signal.id, error=str(error))
+        log.info("signal_rejected", signal_id=signal.id, rule=verdict.rule, reason=verdict.reason)
+        self._emit(
+            RiskRejection(
+                signal_id=signal.id, symbol=signal.symbol, rule=verdict.rule, reason=verdict.reason
+            )
+        )
+
+    async def _place(self, signal: TradeSignal) -> None:
+        try:
+            claimed = await self.state.claim(signal.id, "placing")
+        except CONNECTION_ERRORS as error:
+            unavailable = Verdict("state_unavailable", f"cannot record the order first: {error}")
+            await self._reject(signal, unavailable, claim=False)
+            return
+        if not claimed:
+            self._decided[signal.id] = "claimed by another"
+            log.warning("signal_claimed_elsewhere", signal_id=signal.id)
+            return
+        verdict = self._gate()  # the claim awaited: the world may have changed
+        if verdict is not None:
+            await self._reject(signal, verdict, claim=False)
+        elif self.settings.dry_run:
+            await self._dry_run(signal)
+        else:
+            await self._send(signal)
+
+    async def _send(self, signal: TradeSignal) -> None:
+        assert self._account is not None
+        order = ib_order(signal, self._account)
+        try:
+            trade = self.ib.placeOrder(contract_for(signal.symbol), order)
+        except ConnectionError as error:  # raised before anything was written to the socket
+            await self._reject(signal, Verdict("not_connected", str(error)), claim=False)
+            return
+        self._rate.record(time.monotonic())
+        self._decided[signal.id] = "placed"
+        self._placed[signal.id] = trade.order.orderId
+        log.info(
+            "order_placed",
+            signal_id=signal.id,
+            order_id=trade.order.orderId,
+            symbol=signal.symbol,
+            action=signal.action,
+            quantity=signal.quantity,
+            order_type=signal.order_type,
+        )
+        self._on_trade(trade)
+        with contextlib.suppress(*CONNECTION_ERRORS):
+            await self.state.overwrite(signal.id, "placing", f"order_id={trade.order.orderId}")
+
+    async def _dry_run(self, signal: TradeSignal) -> None:
+        self._rate.record(time.monotonic())
+        self._decided[signal.id] = "dry_run"
+        with contextlib.suppress(*CONNECTION_ERRORS):
+            await self.state.overwrite(signal.id, "dry_run")
+        log.info("order_not_sent_dry_run", signal_id=signal.id, symbol=signal.symbol)
+        self._emit(
+            OrderUpdate(
+                symbol=signal.symbol,
+                signal_id=signal.id,
+                status="inactive",
+                action=signal.action,
+                quantity=signal.quantity,
+                order_type=signal.order_type,
+                limit_price=signal.limit_price,
+                remaining=signal.quantity,
+                account=self._account or "",
+                reason="DRY_RUN: not sent to IB",
+            )
+        )
+
+    # Risk inputs
+
+    def _positions(self) -> list[IBPosition]:
+        return [p for p in self.ib.positions(self._account or "") if p.position]
+
+    def _book(self) -> Book:
+        positions = self._positions()
+        open_buys: dict[str, float] = {}
+        open_sells: dict[str, float] = {}
+        working_notional = 0.0
+        for trade in self.ib.openTrades():
+            symbol, remaining = trade.contract.symbol, trade.remaining()
+            side = open_buys if trade.order.action == "BUY" else open_sells
+            side[symbol] = side.get(symbol, 0.0) + remaining
+            working_notional += remaining * self._working_price(trade)
+        gross = sum(abs(p.position) * self._mark(p) for p in positions) + working_notional
+        last_second, last_minute = self._rate.counts(time.monotonic())
+        return Book(
+            positions={p.contract.symbol: p.position for p in positions},
+            marks=dict(self._marks),
+            open_buys=open_buys,
+            open_sells=open_sells,
+            gross_exposure=gross,
+            daily_pnl=self.daily_pnl(),
+            orders_last_second=last_second,
+            orders_last_minute=last_minute,
+        )
+
+    def _mark(self, position: IBPosition) -> float:
+        return self._marks.get(position.contract.symbol, position.avgCost)
+
+    def _working_price(self, trade: Trade) -> float:
+        limit = trade.order.lmtPrice
+        if limit and 0 < limit < 1e300:
+            return float(limit)
+        return self._marks.get(trade.contract.symbol, 0.0)
+
+    def daily_pnl(self) -> float:
+        """Today's realized P&L (IB's, per execution) plus unrealized P&L at the last marks."""
+        today = datetime.now(UTC).date()
+        realized = sum(pnl for day, pnl in self._realized.values() if day == today)
+        unrealized = sum(
+            unrealized_pnl(p.position, p.avgCost, self._marks.get(p.contract.symbol))
+            for p in self._positions()
+        )
+        return realized + unrealized
+
+    async def _on_tick(self, event: Event) -> None:
+        if not isinstance(event, Tick):
+            return
+        price = event.last
+        if price is None and event.bid is not None and event.ask is not None:
+            price = (event.bid + event.ask) / 2
+        if price is not None:
+            self._marks[event.symbol] = price
+            await self._check_loss_limit()
+
+    def _on_fill_published(self, fill: Fill) -> None:
+        self._marks.setdefault(fill.symbol, fill.price)
+        if fill.realized_pnl is not None:
+            self._realized[fill.execution_id] = (fill.executed_at.date(), fill.realized_pnl)
+        self._spawn(self._check_loss_limit(), "execution:loss-check")
+
+    async def _check_loss_limit(self) -> None:
+        if self._halt is None and self._account and loss_limit_hit(self.daily_pnl(), self.limits):
+            pnl = round(self.daily_pnl(), 2)
+            log.error("daily_loss_limit_hit", daily_pnl=pnl, limit=self.limits.daily_loss_limit)
+            reason = f"daily loss limit hit: P&L {pnl} <= -{self.limits.daily_loss_limit:g}"
+            await self._apply_halt(ControlCommand(command="halt", reason=reason, issued_by="risk"))
+
+    # Kill switch
+
+    async def _load_halt(self) -> None:
+        try:
+            payload = await self.state.halt()
+        except CONNECTION_ERRORS as error:
+            reason = f"halt state unreadable ({error}); halted to be safe"
+            self._halt = ControlCommand(command="halt", reason=reason, issued_by="execution")
+            log.error("halt_state_unavailable", error=str(error))
+            return
+        if payload is None:
+            return
+        try:
+            command = self.bus.codec.decode(payload)
+        except EventRejected as rejected:
+            command = ControlCommand(
+                command="halt", reason=f"unreadable halt key: {rejected.reason}", issued_by="?"
+            )
+        if not isinstance(command, ControlCommand) or command.command != "halt":
+            command = ControlCommand(command="halt", reason="unexpected halt key", issued_by="?")
+        self._halt = command
+        log.warning("trading_halted_at_start", reason=command.reason, issued_by=command.issued_by)
+        self._emit(TradingHalted(halted=True, reason=command.reason, issued_by=command.issued_by))
+
+    async def _on_control(self, event: Event) -> None:
+        if not isinstance(event, ControlCommand):
+            log.warning("control_rejected", reason="not a ControlCommand", event_id=event.id)
+            return
+        log.info(
+            "control_received",
+            command=event.command,
+            reason=event.reason,
+            issued_by=event.issued_by,
+        )
+        if event.command == "halt":
+            await self._apply_halt(event)
+        else:
+            await self._resume(event)
+
+    async def _apply_halt(self, command: ControlCommand) -> None:
+        changed = self._halt is None
+        self._halt = command
+        try:
+            await self.state.set_halt(self.bus.codec.encode(command))
+        except CONNECTION_ERRORS as error:
+            log.error("halt_not_saved", error=str(error))
+        self._cancel_working_orders()
+        if changed:
+            self._emit(
+                TradingHalted(halted=True, reason=command.reason, issued_by=command.issued_by)
+            )
+
+    async def _resume(self, command: ControlCommand) -> None:
+        changed = self._halt is not None
+        self._halt = None
+        try:
+            await self.state.set_halt(None)
+        except CONNECTION_ERRORS as error:
+            log.error("resume_not_saved", error=str(error))
+        if changed:
+            self._emit(
+                TradingHalted(halted=False, reason=command.reason, issued_by=command.issued_by)
+            )
+
+    def _cancel_working_orders(self) -> None:
+        """Cancel every working order this daemon placed; external orders are not touched."""
+        if not self.connection.connected:
+            return
+        for trade in self.ib.openTrades():
+            facts = trade_facts(trade)
+            if self._is_ours(facts) and facts.client_id == self.connection.client_id:
+                log.warning(
+                    "order_cancel_requested", order_id=facts.order_id, signal_id=facts.order_ref
+                )
+                self.ib.cancelOrder(trade.order)
+
+    # Order lifecycle (ib_async callbacks: plain functions that copy and emit)
+
+    def _wire_ib(self) -> None:
+        self.ib.orderStatusEvent += self._on_trade
+        self.ib.openOrderEvent += self._on_trade
+        self.ib.execDetailsEvent += self._on_execution
+        self.ib.commissionReportEvent += self._on_commission
+        self.ib.positionEvent += self._on_position
+        self.ib.disconnectedEvent += self._on_disconnected
+
+    def _is_ours(self, facts: TradeFacts) -> bool:
+        """Placed by this daemon: our clientId with an orderRef, or a signal id we decided."""
+        if not facts.order_ref:
+            return False
+        return facts.client_id == self.connection.client_id or facts.order_ref in self._decided
+
+    def _on_trade(self, trade: Trade) -> None:
+        facts = trade_facts(trade)
+        key = facts.order_ref if self._is_ours(facts) else f"external:{facts.perm_id or facts.key}"
+        status = order_status(
+            facts.ib_status, facts.filled, facts.error_code, key in self._acknowledged
+        )
+        if status is None or self._published.get(key) == (status, facts.filled):
+            return
+        if status not in ("pending_submit", "rejected"):
+            self._acknowledged.add(key)
+        self._published[key] = (status, facts.filled)
+        external = key.startswith("external:")
+        log.info(
+            "order_update",
+            signal_id=facts.order_ref,
+            order_id=facts.order_id,
+            status=status,
+            filled=facts.filled,
+            external=external,
+        )
+        self._emit(order_update(facts, status, external=external))
+
+    def _on_execution(self, trade: Trade, fill: IBFill) -> None:
+        self.fills.submit(fill)
+
+    def _on_commission(self, trade: Trade, fill: IBFill, report: Any) -> None:
+        self.fills.submit(fill)
+
+    def _on_position(self, position: IBPosition) -> None:
+        self._publish_positions(position.account)
+
+    def _on_disconnected(self) -> None:
+        self._synced = False
+
+    def _publish_positions(self, account: str) -> None:
+        held = [p for p in self.ib.positions(account)]
+        self._emit(
+            PositionSnapshot(
+                account=account,
+                positions={p.contract.symbol: float(p.position) for p in held if p.position},
+                average_costs={p.contract.symbol: float(p.avgCost) for p in held if p.position},
+            )
+        )
+
+    # Reconciliation, at every (re)connection
+
+    async def _on_connect(self, ib: IB) -> None:
+        self._synced = False
+        try:
+            if not self._passes_guard(ib):
+                return
+            if not await self._sync_broker(ib):
+                return
+            self._reconcile(ib)
+            self._synced = True
+            log.info("execution_reconciled", account=self._account, halted=self.halted)
+        finally:
+            self._first_check.set()
+        if not self._caught_up:
+            self._caught_up = True
+            self._spawn(self._catch_up(), "execution:catch-up")
+
+    def _passes_guard(self, ib: IB) -> bool:
+        accounts = ib.managedAccounts()
+        try:
+            self._account = trading_account(
+                self.settings.trading_mode, self.settings.live_account, accounts
+            )
+        except GuardRefused as refusal:
+            self._account = None
+            self.refusal = refusal
+            self._refused.set()
+            log.critical("guard_refused", accounts=accounts, reason=str(refusal))
+            self._emit(TradingHalted(halted=True, reason=str(refusal), issued_by="guard"))
+            return False
+        log.info("guard_passed", mode=self.settings.trading_mode, account=self._account)
+        return True
+
+    async def _sync_broker(self, ib: IB) -> bool:
+        """Ask the broker for every order, today's executions and the positions again:
+        ib_async's own start-up requests only log a timeout, which must not pass silently."""
+        timeout = self.settings.broker_sync_timeout_seconds
+        try:
+            await asyncio.wait_for(
+                asyncio.gather(
+                    ib.reqAllOpenOrdersAsync(),
+                    ib.reqCompletedOrdersAsync(False),
+                    ib.reqPositionsAsync(),
+                ),
+                timeout,
+            )
+            await asyncio.wait_for(ib.reqExecutionsAsync(), timeout)  # after the orders are in
+        except (TimeoutError, ConnectionError) as error:
+            log.error("broker_sync_failed", error=str(error) or type(error).__name__)
+            if ib.isConnected():
+                ib.disconnect()  # reconnect and try again: never trade on a partial picture
+            return False
+        return True
+
+    def _reconcile(self, ib: IB) -> None:
+        for trade in ib.trades():
+            self._on_trade(trade)
+        self._report_in_doubt(ib)
+        for fill in ib.fills():
+            self.fills.submit(fill)
+        for account in ib.managedAccounts():
+            self._publish_positions(account)
+        if self._halt is not None:
+            self._cancel_working_orders()
+
+    def _report_in_doubt(self, ib: IB) -> None:
+        """Orders sent by this process that the broker does not know after a reconnect."""
+        known = {trade.order.orderRef for trade in ib.trades()}
+        for signal_id, order_id in list(self._placed.items()):
+            if signal_id in known:
+                continue
+            del self._placed[signal_id]
+            log.error("order_in_doubt", signal_id=signal_id, order_id=order_id)
+            self._emit(
+                RiskRejection(
+                    signal_id=signal_id,
+                    symbol="",
+                    rule="in_doubt",
+                    reason=f"order {order_id} was sent, the connection dropped and IB does not "
+                    "know it; not sent again: check TWS",
+                )
+            )
+
+    async def _catch_up(self) -> None:
+        """Decide signals published while execution was down, from the journal (deduplicated)."""
+        if self._redis is None:
+            return
+        since_ms = int((time.time() - self.settings.signal_max_age_seconds) * 1000)
+        try:
+            entries = await self._redis.xrange(self.bus.channels.journal, min=f"{since_ms}-0")
+        except CONNECTION_ERRORS as error:
+            log.warning("signal_catch_up_failed", error=str(error))
+            return
+        signals = [s for s in map(self._journal_signal, entries) if s is not None]
+        log.info("signal_catch_up", candidates=len(signals))
+        for signal in signals:
+            if not self._stopping:
+                await self.handle_signal(signal)
+
+    def _journal_signal(self, entry: Any) -> TradeSignal | None:
+        _, fields = entry
+        channel = fields.get(b"channel", b"").decode()
+        if not channel.startswith(self.bus.channels.instrument("signal", "")):
+            return None
+        try:
+            event = self.bus.codec.decode(fields.get(b"event", b""))
+        except EventRejected:
+            return None
+        return event if isinstance(event, TradeSignal) else None

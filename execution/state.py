@@ -1,0 +1,129 @@
+"""What execution remembers across restarts: one decision per signal id, fills published, halt."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from event_bus import Channels
+
+DECISION_TTL_SECONDS = 7 * 24 * 3600  # longer than any signal lives
+FILLS_TTL_SECONDS = 3 * 24 * 3600  # executions are reconciled for today only
+
+# Fill publication states
+FILL_WITHOUT_COMMISSION = "without_commission"
+FILL_COMPLETE = "complete"
+
+
+class ExecutionState(Protocol):
+    """Durable memory. Keys (under `{prefix}:state:`):
+
+    - `signal:{signal_id}` -> JSON decision: {"decision": "placing" | "rejected" | "dry_run",
+      "at": ISO time, "detail": str}; written with SET NX *before* placeOrder, so it is also
+      the lock between two processes handed the same signal;
+    - `fills` -> hash execution id -> FILL_WITHOUT_COMMISSION | FILL_COMPLETE;
+    - `halt` -> the encoded ControlCommand that halted trading (absent: trading allowed).
+    """
+
+    async def claim(self, signal_id: str, decision: str, detail: str = "") -> bool: ...
+
+    async def overwrite(self, signal_id: str, decision: str, detail: str = "") -> None: ...
+
+    async def decision(self, signal_id: str) -> dict[str, Any] | None: ...
+
+    async def fill_state(self, execution_id: str) -> str | None: ...
+
+    async def set_fill_state(self, execution_id: str, state: str) -> None: ...
+
+    async def halt(self) -> bytes | None: ...
+
+    async def set_halt(self, payload: bytes | None) -> None: ...
+
+
+def _decision(decision: str, detail: str) -> str:
+    return json.dumps({"decision": decision, "at": datetime.now(UTC).isoformat(), "detail": detail})
+
+
+class RedisExecutionState:
+    """`ExecutionState` in Redis, beside the bus; Redis errors propagate (callers fail closed)."""
+
+    def __init__(self, redis: Any, channels: Channels) -> None:
+        self._redis = redis
+        self._channels = channels
+
+    def _signal_key(self, signal_id: str) -> str:
+        return self._channels.state_key(f"signal:{signal_id}")
+
+    async def claim(self, signal_id: str, decision: str, detail: str = "") -> bool:
+        key, value = self._signal_key(signal_id), _decision(decision, detail)
+        return bool(await self._redis.set(key, value, nx=True, ex=DECISION_TTL_SECONDS))
+
+    async def overwrite(self, signal_id: str, decision: str, detail: str = "") -> None:
+        key, value = self._signal_key(signal_id), _decision(decision, detail)
+        await self._redis.set(key, value, ex=DECISION_TTL_SECONDS)
+
+    async def decision(self, signal_id: str) -> dict[str, Any] | None:
+        raw = await self._redis.get(self._signal_key(signal_id))
+        if raw is None:
+            return None
+        try:
+            parsed = json.loads(raw)
+        except ValueError:
+            return {"decision": "unreadable", "detail": repr(raw[:80])}
+        return parsed if isinstance(parsed, dict) else {"decision": "unreadable"}
+
+    async def fill_state(self, execution_id: str) -> str | None:
+        raw = await self._redis.hget(self._channels.state_key("fills"), execution_id)
+        return raw.decode() if isinstance(raw, bytes) else raw
+
+    async def set_fill_state(self, execution_id: str, state: str) -> None:
+        key = self._channels.state_key("fills")
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hset(key, execution_id, state)
+            pipe.expire(key, FILLS_TTL_SECONDS)
+            await pipe.execute()
+
+    async def halt(self) -> bytes | None:
+        raw = await self._redis.get(self._channels.state_key("halt"))
+        return raw if raw is None or isinstance(raw, bytes) else str(raw).encode()
+
+    async def set_halt(self, payload: bytes | None) -> None:
+        key = self._channels.state_key("halt")
+        if payload is None:
+            await self._redis.delete(key)
+        else:
+            await self._redis.set(key, payload)
+
+
+class MemoryExecutionState:
+    """`ExecutionState` in this process only: for tests and a bus without Redis."""
+
+    def __init__(self) -> None:
+        self.decisions: dict[str, dict[str, Any]] = {}  # signal id -> decision
+        self.fills: dict[str, str] = {}  # execution id -> fill publication state
+        self.halt_payload: bytes | None = None
+
+    async def claim(self, signal_id: str, decision: str, detail: str = "") -> bool:
+        if signal_id in self.decisions:
+            return False
+        self.decisions[signal_id] = json.loads(_decision(decision, detail))
+        return True
+
+    async def overwrite(self, signal_id: str, decision: str, detail: str = "") -> None:
+        self.decisions[signal_id] = json.loads(_decision(decision, detail))
+
+    async def decision(self, signal_id: str) -> dict[str, Any] | None:
+        return self.decisions.get(signal_id)
+
+    async def fill_state(self, execution_id: str) -> str | None:
+        return self.fills.get(execution_id)
+
+    async def set_fill_state(self, execution_id: str, state: str) -> None:
+        self.fills[execution_id] = state
+
+    async def halt(self) -> bytes | None:
+        return self.halt_payload
+
+    async def set_halt(self, payload: bytes | None) -> None:
+        self.halt_payload = payload
