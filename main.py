@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import json
 import logging
 import os
 import re
@@ -20,9 +21,26 @@ import structlog
 
 import event_bus.system  # noqa: F401  (registers the system events with the codec)
 from config import BusSettings, LogSettings, Settings, SettingsError, load_settings, masked_url
-from event_bus import CONNECTION_ERRORS, Channels, Event, RedisEventBus
-from event_bus.system import ControlCommand
+from event_bus import (
+    CONNECTION_ERRORS,
+    Channels,
+    Codec,
+    Event,
+    RedisEventBus,
+    connect_redis,
+    utc_now,
+)
+from event_bus.health import HeartbeatPublisher, read_heartbeats
+from event_bus.system import ControlCommand, Heartbeat
 from ibsim import cli as ibsim_cli
+from market_data.model import Bar
+from market_data.service import build_market_data
+from storage.migrate import upgrade_database
+from storage.queries import load_bars
+from storage.service import build_storage
+from strategy.replay import configure_parser as configure_replay
+from strategy.replay import run_replay
+from strategy.runner import build_runner
 
 log = structlog.get_logger()
 
@@ -123,43 +141,77 @@ class Module(Protocol):
     async def stop(self) -> None: ...
 
 
-# module name -> factory; each package's issue adds its line here
-MODULE_FACTORIES: dict[str, Callable[[Settings, RedisEventBus], Module]] = {}
+# Start order: consumers before producers, so nothing produced is missed; stop in reverse.
+MODULE_NAMES = ("storage", "execution", "strategy", "market_data")
+MODULE_STOP_SECONDS = 15.0
+
+
+def build_module(name: str, settings: Settings, bus: RedisEventBus) -> Module:
+    """The one place each module is built from its own settings section."""
+    if name == "storage":
+        return build_storage(settings.storage, bus.redis, bus.channels)
+    if name == "strategy":
+        return build_runner(settings.strategy, settings.market_data.symbols, bus)
+    if name == "market_data":
+        return build_market_data(settings.market_data, settings.ib, bus)
+    raise ValueError(f"unknown module {name!r}")
+
+
+class Daemon:
+    """The modules of one process, with a heartbeat each, started and stopped in order."""
+
+    def __init__(self, names: Sequence[str], settings: Settings, bus: RedisEventBus) -> None:
+        self.bus = bus
+        self.modules = [build_module(name, settings, bus) for name in _in_start_order(names)]
+        self._started: list[tuple[Module, HeartbeatPublisher]] = []
+
+    async def start(self) -> None:
+        await self.bus.start()
+        for module in self.modules:
+            heartbeat = HeartbeatPublisher(
+                self.bus, module.name, probe=getattr(module, "status", None)
+            )
+            await module.start()
+            await heartbeat.start()
+            self._started.append((module, heartbeat))
+            log.info("module_started", module=module.name)
+
+    async def stop(self) -> None:
+        """Producers first, storage last (it flushes what the others published), then the bus."""
+        while self._started:
+            module, heartbeat = self._started.pop()
+            await heartbeat.stop()
+            try:
+                await asyncio.wait_for(module.stop(), MODULE_STOP_SECONDS)
+                log.info("module_stopped", module=module.name)
+            except TimeoutError:
+                log.error("module_stop_timed_out", module=module.name, seconds=MODULE_STOP_SECONDS)
+        await self.bus.stop()
+
+
+def _in_start_order(names: Sequence[str]) -> list[str]:
+    return [name for name in MODULE_NAMES if name in names]
 
 
 # Commands
 
 
 async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
-    names = args.modules or list(MODULE_FACTORIES)
-    unknown = [name for name in names if name not in MODULE_FACTORIES]
-    if unknown or not names:
-        available = ", ".join(MODULE_FACTORIES) or "none yet"
-        print(
-            f"main.py run: error: unknown module {', '.join(unknown)!s} (available: {available})",
-            file=sys.stderr,
-        )
-        return EXIT_USAGE
-    bus = build_bus(settings.bus)
+    names = args.modules or list(MODULE_NAMES)
     log.info(
         "daemon_starting",
         modules=names,
         redis=masked_url(settings.bus.redis_url),
+        database=masked_url(settings.storage.database_url),
         trading_mode=settings.execution.trading_mode,
     )
-    modules = [MODULE_FACTORIES[name](settings, bus) for name in names]
+    daemon = Daemon(names, settings, build_bus(settings.bus))
     stop = _stop_on_signals()
-    await bus.start()
-    started: list[Module] = []
     try:
-        for module in modules:
-            await module.start()
-            started.append(module)
+        await daemon.start()
         await stop.wait()
     finally:
-        for module in reversed(started):
-            await module.stop()
-        await bus.stop()
+        await daemon.stop()
     log.info("daemon_stopped")
     return EXIT_OK
 
@@ -179,6 +231,85 @@ def _stop_on_signals() -> asyncio.Event:
     for number in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(number, on_signal, number)
     return stop
+
+
+async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    """Modules alive (their heartbeat keys), what each reports, and the kill switch."""
+    channels = Channels(settings.bus.channel_prefix)
+    redis = connect_redis(
+        settings.bus.redis_url.get_secret_value(),
+        timeout=settings.bus.redis_timeout_seconds,
+        name="status",
+    )
+    try:
+        beats = await read_heartbeats(redis, channels.heartbeat_key("*"), Codec())
+        halt: Any = await redis.get(channels.state_key("halt"))
+    except CONNECTION_ERRORS as error:
+        log.error("status_failed", error=str(error), redis=masked_url(settings.bus.redis_url))
+        return EXIT_FAULT
+    finally:
+        await redis.aclose()
+    expected = args.modules or list(MODULE_NAMES)
+    missing = [name for name in expected if name not in {beat.module for beat in beats}]
+    print(format_status(beats, halt, missing, json_output=args.json))
+    return EXIT_FAULT if missing else EXIT_OK
+
+
+def format_status(
+    beats: list[Heartbeat], halt: bytes | None, missing: list[str], *, json_output: bool = False
+) -> str:
+    """The status report: the kill switch, then a line per module, alive or missing."""
+    command = Codec().decode(halt) if halt is not None else None
+    reason = getattr(command, "reason", "")
+    if json_output:
+        return json.dumps(
+            {
+                "halted": command is not None,
+                "halt": {"reason": reason, "since": command.ts.isoformat()} if command else None,
+                "modules": {
+                    beat.module: {
+                        "host": beat.host,
+                        "pid": beat.pid,
+                        "since": beat.started_at.isoformat(),
+                        "detail": beat.detail or {},
+                    }
+                    for beat in beats
+                },
+                "missing": missing,
+            }
+        )
+    if command is None:
+        lines = ["trading: allowed"]
+    else:
+        lines = [
+            f"trading: HALTED since {command.ts:%Y-%m-%d %H:%M:%S} UTC"
+            + (f" ({reason})" if reason else "")
+        ]
+    now = utc_now()
+    for beat in beats:
+        uptime = str(now - beat.started_at).split(".")[0]
+        detail = " ".join(f"{key}={value}" for key, value in (beat.detail or {}).items())
+        lines.append(f"  {beat.module:<12} alive    {beat.host}:{beat.pid}  up {uptime}  {detail}")
+    lines += [f"  {name:<12} MISSING  (no heartbeat)" for name in missing]
+    return "\n".join(lines)
+
+
+async def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
+    database_url = settings.storage.database_url.get_secret_value()
+
+    def stored_bars(symbol: str, start: datetime | None, end: datetime | None) -> list[Bar]:
+        return load_bars(
+            database_url, symbol, start, end, seconds=settings.strategy.strategy_bar_seconds
+        )
+
+    return await asyncio.to_thread(run_replay, args, settings.strategy, stored_bars)
+
+
+async def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
+    url = settings.storage.database_url
+    revision = await asyncio.to_thread(upgrade_database, url.get_secret_value())
+    print(f"{masked_url(url)} is at schema revision {revision}")
+    return EXIT_OK
 
 
 async def until_signalled(work: Coroutine[Any, Any, int]) -> int:
@@ -309,6 +440,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--modules",
         type=_module_list,
+        metavar="NAMES",
         default=None,
         help="comma-separated subset, e.g. market_data,strategy",
     )
@@ -317,6 +449,31 @@ def build_parser() -> argparse.ArgumentParser:
     tail = commands.add_parser("tail", help="a decoded live view of the events")
     tail.add_argument("pattern", nargs="?", help="channel pattern, e.g. 'fill:*' (default all)")
     tail.set_defaults(handler=cmd_tail)
+
+    status = commands.add_parser(
+        "status",
+        help="modules alive, what they report, and the kill switch (exit 1 if one is missing)",
+    )
+    status.add_argument(
+        "--modules",
+        type=_module_list,
+        metavar="NAMES",
+        help="the modules that should be alive (default all)",
+    )
+    status.add_argument("--json", action="store_true", help="one JSON object, for scripts")
+    status.set_defaults(handler=cmd_status)
+
+    replay = commands.add_parser(
+        "replay", help="the configured strategy over stored bars (CSV or the database)"
+    )
+    configure_replay(replay)
+    replay.set_defaults(handler=cmd_replay)
+
+    database = commands.add_parser(
+        "db", help="database schema: `db upgrade` migrates to the newest"
+    )
+    database.add_argument("action", choices=["upgrade"])
+    database.set_defaults(handler=cmd_db)
 
     sim = commands.add_parser(
         "sim",
@@ -338,8 +495,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _module_list(text: str) -> list[str]:
     names = [part.strip() for part in text.split(",") if part.strip()]
-    if not names:
-        raise argparse.ArgumentTypeError("expected a comma-separated list of modules")
+    unknown = [name for name in names if name not in MODULE_NAMES]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"expected a comma-separated subset of {','.join(MODULE_NAMES)}"
+            + (f"; unknown: {','.join(unknown)}" if unknown else "")
+        )
     return names
 
 

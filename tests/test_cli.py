@@ -126,7 +126,7 @@ def test_a_bad_setting_in_dot_env_exits_2(workdir: Path) -> None:
         (
             ["frobnicate"],
             "main.py: error: argument COMMAND: invalid choice: 'frobnicate'"
-            " (choose from 'run', 'tail', 'sim', 'halt', 'resume')\n",
+            " (choose from 'run', 'tail', 'status', 'replay', 'db', 'sim', 'halt', 'resume')\n",
         ),
         ([], "main.py: error: the following arguments are required: COMMAND\n"),
         (["halt", "--reason"], "main.py halt: error: argument --reason: expected one argument\n"),
