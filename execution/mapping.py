@@ -101,7 +101,7 @@ def trade_facts(trade: Trade) -> TradeFacts:
         limit_price=_price(order.lmtPrice),
         account=order.account,
         ib_status=status.status,
-        filled=float(status.filled),
+        filled=_filled(trade),
         remaining=float(status.remaining),
         avg_fill_price=float(status.avgFillPrice),
         error_code=last.errorCode if last is not None else 0,
@@ -181,6 +181,15 @@ def with_commission(fill: Fill, commission: Commission) -> Fill:
         commission_currency=commission.currency,
         realized_pnl=commission.realized_pnl,
     )
+
+
+def _filled(trade: Trade) -> float:
+    """Shares filled: a completed order (from reqCompletedOrders) says it on the order only."""
+    filled = float(trade.orderStatus.filled)
+    on_order = float(trade.order.filledQuantity)
+    if not filled and 0 < on_order < UNSET_DOUBLE:
+        return on_order
+    return filled
 
 
 def _price(value: float | Decimal | None) -> float | None:

@@ -111,6 +111,7 @@ class ExecutionService:
         )
         self._lock = asyncio.Lock()  # one signal decided at a time, so risk sees every order
         self._decided: dict[str, str] = {}  # signal id -> decision taken by this process
+        self._our_refs: set[str] = set()  # orderRefs of orders this daemon placed (any process)
         self._placed: dict[str, int] = {}  # signal id -> IB order id sent by this process
         self._published: dict[str, tuple[OrderStatus, float]] = {}  # order key -> (status, filled)
         self._acknowledged: set[str] = set()  # order keys IB has acknowledged
@@ -553,10 +554,12 @@ class ExecutionService:
         self.ib.disconnectedEvent += self._on_disconnected
 
     def _is_ours(self, facts: TradeFacts) -> bool:
-        """Placed by this daemon: our clientId with an orderRef, or a signal id we decided."""
+        """Placed by this daemon: our clientId with an orderRef, or an orderRef known as ours."""
         if not facts.order_ref:
             return False
-        return facts.client_id == self.connection.client_id or facts.order_ref in self._decided
+        if facts.client_id == self.connection.client_id:
+            return True
+        return facts.order_ref in self._our_refs or facts.order_ref in self._decided
 
     def _on_trade(self, trade: Trade) -> None:
         facts = trade_facts(trade)
@@ -611,6 +614,7 @@ class ExecutionService:
                 return
             if not await self._sync_broker(ib):
                 return
+            await self._learn_our_refs(ib)
             self._reconcile(ib)
             self._synced = True
             log.info("execution_reconciled", account=self._account, halted=self.halted)
@@ -656,6 +660,19 @@ class ExecutionService:
                 ib.disconnect()  # reconnect and try again: never trade on a partial picture
             return False
         return True
+
+    async def _learn_our_refs(self, ib: IB) -> None:
+        """Which broker orders are ours: completed orders carry no clientId, so an orderRef is
+        ours if one of its executions has our clientId or our state recorded a decision for it."""
+        own = self.connection.client_id
+        refs = {t.order.orderRef for t in ib.trades() if t.order.clientId == own}
+        refs |= {f.execution.orderRef for f in ib.fills() if f.execution.clientId == own}
+        unknown = {t.order.orderRef for t in ib.trades()} - refs - self._our_refs - {""}
+        for ref in unknown:
+            with contextlib.suppress(*CONNECTION_ERRORS):
+                if await self.state.decision(ref) is not None:
+                    refs.add(ref)
+        self._our_refs |= refs - {""}
 
     def _reconcile(self, ib: IB) -> None:
         for trade in ib.trades():

@@ -1,0 +1,258 @@
+"""Signals to orders against the simulator: one order per signal id, its updates and its fills."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from ib_async import IB
+
+from execution.model import Fill, OrderUpdate, RiskRejection
+from execution.state import MemoryExecutionState
+from ibsim import SimConfig, Simulator
+from strategy.model import TradeSignal
+from tests.execution.conftest import Running
+from tests.execution.proxy import CommissionDelayProxy
+from tests.helpers import eventually
+
+
+@pytest.fixture
+def sim_config() -> SimConfig:
+    return SimConfig(port=0, seed=1, speed=20.0, max_fill_size=100.0)
+
+
+def buy(quantity: float = 10, **fields: Any) -> TradeSignal:
+    return TradeSignal(symbol="AAPL", action="BUY", quantity=quantity, **fields)
+
+
+def statuses(running: Running) -> list[str]:
+    return [update.status for update in running.events(OrderUpdate)]
+
+
+async def filled_with_commissions(running: Running, signal_id: str, quantity: float) -> bool:
+    fills = [f for f in running.events(Fill) if f.signal_id == signal_id]
+    return sum(f.quantity for f in fills) == quantity and all(
+        f.commission is not None for f in fills
+    )
+
+
+async def test_market_buy_is_one_order_with_updates_fill_and_commission(
+    make_service: Any, sim: Simulator
+) -> None:
+    """A BUY becomes one order (orderRef = signal id), then submitted and filled, one fill with
+    its commission."""
+    running: Running = await make_service()
+    await running.mark("AAPL", 190.0)
+    signal = buy(10)
+    await running.publish(signal)
+    await eventually(lambda: filled_with_commissions(running, signal.id, 10))
+    [received] = sim.orders_received
+    assert (received.order_ref, received.action, received.quantity, received.order_type) == (
+        signal.id,
+        "BUY",
+        10.0,
+        "MKT",
+    )
+    await eventually(lambda: statuses(running)[-1:] == ["filled"])
+    assert statuses(running) == ["pending_submit", "submitted", "filled"]
+    [execution] = sim.executions
+    [fill] = running.events(Fill)
+    assert fill == Fill(
+        id=f"fill-{execution.exec_id}",
+        ts=fill.ts,
+        symbol="AAPL",
+        execution_id=execution.exec_id,
+        signal_id=signal.id,
+        side="BUY",
+        quantity=10.0,
+        price=execution.price,
+        executed_at=fill.executed_at,
+        order_id=execution.order_id,
+        perm_id=execution.perm_id,
+        commission=execution.commission,
+        commission_currency="USD",
+        realized_pnl=0.0,  # ib_async reports IB's "unset" realized P&L of an opening fill as 0
+        exchange="ISLAND",
+        account="DU0000001",
+    )
+
+
+async def barrier(ib: IB) -> None:
+    """A round trip to the simulator: everything sent before it has been received there."""
+    await asyncio.wait_for(ib.reqCurrentTimeAsync(), 5)
+
+
+async def test_signal_published_twice_is_one_order(make_service: Any, sim: Simulator) -> None:
+    """The same signal published twice, and handed over twice at once, makes one order."""
+    running: Running = await make_service()
+    await running.mark("AAPL", 190.0)
+    signal = buy(5)
+    await running.publish(signal)
+    await running.publish(signal)
+    await asyncio.gather(
+        running.service.handle_signal(signal), running.service.handle_signal(signal)
+    )
+    await running.settle()
+    await barrier(running.service.ib)
+    assert [order.order_ref for order in sim.orders_received] == [signal.id]
+    assert running.events(RiskRejection) == []
+
+
+@pytest.mark.parametrize("shared_state", [True, False], ids=["state-kept", "broker-memory-only"])
+async def test_signal_redelivered_after_kill_between_place_and_ack_is_one_order(
+    make_service: Any, sim: Simulator, shared_state: bool
+) -> None:
+    """Killed after placeOrder but before IB acknowledged it, a fresh service handed the same
+    signal sends nothing: it finds the order by its id (own state, or the broker's orderRef),
+    and publishes the fill that happened while nobody was connected, with its commission."""
+    state = MemoryExecutionState()
+    first: Running = await make_service(state=state)
+    await first.mark("AAPL", 190.0)
+    signal = buy(10)
+    sim.drop_socket_on_next_order()
+    await first.publish(signal)
+    await eventually(lambda: len(sim.orders_received) == 1)
+    await first.service.stop()  # the crash: nothing acknowledged, nothing more handled
+
+    second: Running = await make_service(state=state if shared_state else MemoryExecutionState())
+    await second.mark("AAPL", 190.0)
+    await second.publish(signal)
+    await second.settle()
+    await barrier(second.service.ib)
+    assert [order.order_ref for order in sim.orders_received] == [signal.id]
+    await eventually(lambda: filled_with_commissions(second, signal.id, 10))
+    assert [(u.signal_id, u.status, u.filled) for u in second.events(OrderUpdate)] == [
+        (signal.id, "filled", 10.0)
+    ]
+
+
+async def test_partial_fills_add_up(make_service: Any, sim: Simulator) -> None:
+    """An order larger than the simulator's fill size fills in parts that add up, with one
+    update per part and a commission on each fill."""
+    running: Running = await make_service(max_order_notional=100_000.0)
+    await running.mark("AAPL", 190.0)
+    signal = buy(350)
+    await running.publish(signal)
+    await eventually(lambda: filled_with_commissions(running, signal.id, 350))
+    await eventually(lambda: statuses(running)[-1:] == ["filled"])
+    fills = running.events(Fill)
+    assert [f.quantity for f in fills] == [100.0, 100.0, 100.0, 50.0]
+    assert [f.execution_id for f in fills] == [e.exec_id for e in sim.executions]
+    assert [(u.status, u.filled) for u in running.events(OrderUpdate)] == [
+        ("pending_submit", 0.0),
+        ("submitted", 0.0),
+        ("partially_filled", 100.0),
+        ("partially_filled", 200.0),
+        ("partially_filled", 300.0),
+        ("filled", 350.0),
+    ]
+    [last] = running.events(OrderUpdate)[-1:]
+    average = sum(f.quantity * f.price for f in fills) / 350
+    assert last.avg_fill_price == pytest.approx(average)
+
+
+async def test_late_commission_is_attached(make_service: Any, sim: Simulator) -> None:
+    """A commission report arriving after the wait publishes the fill first without it, then
+    the same execution again with the commission (storage fills in the row)."""
+    proxy = CommissionDelayProxy(sim.port, delay=0.6)
+    await proxy.start()
+    try:
+        running: Running = await make_service(port=proxy.port, commission_wait_seconds=0.1)
+        await running.mark("AAPL", 190.0)
+        signal = buy(10)
+        await running.publish(signal)
+        await eventually(lambda: len(running.events(Fill)) == 2)
+    finally:
+        await proxy.stop()
+    [execution] = sim.executions
+    first, second = running.events(Fill)
+    assert (first.id, first.commission, first.commission_currency) == (
+        f"fill-{execution.exec_id}",
+        None,
+        None,
+    )
+    assert second.id == f"fill-{execution.exec_id}-commission"
+    assert (second.execution_id, second.quantity, second.price, second.commission) == (
+        execution.exec_id,
+        10.0,
+        execution.price,
+        execution.commission,
+    )
+    assert proxy.delayed == 1
+
+
+async def test_commission_a_little_late_is_waited_for(make_service: Any, sim: Simulator) -> None:
+    """A commission report within the wait is carried by the one and only Fill event."""
+    proxy = CommissionDelayProxy(sim.port, delay=0.2)
+    await proxy.start()
+    try:
+        running: Running = await make_service(port=proxy.port, commission_wait_seconds=2.0)
+        await running.mark("AAPL", 190.0)
+        signal = buy(10)
+        await running.publish(signal)
+        await eventually(lambda: filled_with_commissions(running, signal.id, 10))
+        await running.settle()
+    finally:
+        await proxy.stop()
+    [fill] = running.events(Fill)
+    assert fill.commission == sim.executions[0].commission
+
+
+async def test_signal_while_ib_link_is_down_is_rejected_not_queued(
+    make_service: Any, sim: Simulator
+) -> None:
+    """Between 1100 and 1101 a signal is rejected with a reason, and never sent later."""
+    running: Running = await make_service()
+    await running.mark("AAPL", 190.0)
+    sim.connectivity_lost(1101, after=0.3)
+    await eventually(lambda: not running.service.connection.ready_to_trade)
+    signal = buy(10)
+    await running.publish(signal)
+    await running.settle()
+    await eventually(lambda: running.service.connection.ready_to_trade)
+    await barrier(running.service.ib)
+    assert sim.orders_received == []
+    [rejection] = running.events(RiskRejection)
+    assert (rejection.signal_id, rejection.rule) == (signal.id, "not_connected")
+
+
+async def test_dry_run_sends_nothing_and_says_what_it_would_have_sent(
+    make_service: Any, sim: Simulator
+) -> None:
+    """DRY_RUN decides like live but never calls placeOrder; the would-be order is published."""
+    running: Running = await make_service(dry_run=True)
+    await running.mark("AAPL", 190.0)
+    signal = buy(10, order_type="LMT", limit_price=189.5)
+    await running.publish(signal)
+    await running.settle()
+    await barrier(running.service.ib)
+    assert sim.orders_received == []
+    [update] = running.events(OrderUpdate)
+    assert update == OrderUpdate(
+        id=update.id,
+        ts=update.ts,
+        symbol="AAPL",
+        signal_id=signal.id,
+        status="inactive",
+        action="BUY",
+        quantity=10.0,
+        order_type="LMT",
+        limit_price=189.5,
+        remaining=10.0,
+        account="DU0000001",
+        reason="DRY_RUN: not sent to IB",
+    )
+
+
+async def test_expired_signal_is_dropped_with_a_reason(make_service: Any, sim: Simulator) -> None:
+    """A signal past its expires_at becomes a RiskRejection with rule "expired", no order."""
+    running: Running = await make_service()
+    await running.mark("AAPL", 190.0)
+    signal = buy(10, expires_at=datetime.now(UTC) - timedelta(seconds=1))
+    await running.publish(signal)
+    await running.settle()
+    [rejection] = running.events(RiskRejection)
+    assert (rejection.signal_id, rejection.symbol, rejection.rule) == (signal.id, "AAPL", "expired")
+    assert sim.orders_received == []
