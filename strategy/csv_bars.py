@@ -73,13 +73,14 @@ def parse_timestamp(text: str) -> datetime:
     """ISO-8601 (UTC when naive) or epoch seconds, as an aware UTC datetime."""
     text = text.strip()
     try:
-        return datetime.fromtimestamp(float(text), UTC)
+        seconds = float(text)
     except ValueError:
-        pass
-    moment = datetime.fromisoformat(text)
-    if moment.tzinfo is None:
-        return moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
+        moment = datetime.fromisoformat(text)
+        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    try:
+        return datetime.fromtimestamp(seconds, UTC)
+    except (OverflowError, OSError, ValueError):
+        raise ValueError("not a time in epoch seconds (milliseconds?)") from None
 
 
 def _bar_seconds(rows: list[Row], default_seconds: int) -> int:

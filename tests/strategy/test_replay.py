@@ -81,6 +81,11 @@ def without_ids(bars: list[Bar]) -> list[Bar]:
     [
         ("2024-01-02T14:30:00Z,10,10,10,abc,100\n", "bars.csv:2: bad close 'abc'"),
         ("yesterday,10,10,10,10,100\n", "bars.csv:2: bad timestamp 'yesterday'"),
+        (
+            "1704205800000,10,10,10,10,100\n",
+            "bars.csv:2: bad timestamp '1704205800000'"
+            " (not a time in epoch seconds (milliseconds?))",
+        ),
         ("2024-01-02T14:30:00Z,10,10,10,10\n", "bars.csv:2: bad volume ''"),
         ("2024-01-02T14:30:00Z,10,9,10,10,100\n", "bars.csv:2: bar prices must satisfy"),
         ("2024-01-02T14:30:00Z,10,10,10,-1,100\n", "bars.csv:2: close must be a positive"),
