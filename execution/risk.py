@@ -186,7 +186,7 @@ def check_signal(signal: TradeSignal, now: datetime, limits: RiskLimits) -> Verd
     """Checks that need no book: a well-formed, unexpired intent."""
     if not SYMBOL_PATTERN.fullmatch(signal.symbol):
         return Verdict("invalid", f"not a symbol: {signal.symbol!r}")
-    if not signal.quantity.is_integer():
+    if not float(signal.quantity).is_integer():
         return Verdict("invalid", f"quantity must be whole shares, got {signal.quantity:g}")
     if signal.order_type == "MKT" and signal.limit_price is not None:
         return Verdict("invalid", "a MKT signal must not carry a limit_price")

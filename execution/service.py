@@ -192,6 +192,10 @@ class ExecutionService:
         assert self.refusal is not None
         return self.refusal
 
+    def daily_marks(self) -> dict[str, float]:
+        """symbol -> the last price seen (ticks, else own fills)."""
+        return dict(self._marks)
+
     @property
     def halted(self) -> bool:
         return self._halt is not None
