@@ -67,6 +67,7 @@ class MarketDataService:
         self._outgoing: list[Event] = []  # events in the order they were made, to publish
         self._wakeup = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._retry_tasks: set[asyncio.Task[None]] = set()
         connection.add_connect_hook(self._on_connected)
         connection.add_restore_hook(self._on_restore)
         connection.add_error_listener(self._on_ib_error)
@@ -91,6 +92,7 @@ class MarketDataService:
         if not self._tasks:
             return
         publisher, *others = self._tasks
+        others += self._retry_tasks
         for task in others:
             task.cancel()
         await asyncio.gather(*others, return_exceptions=True)
@@ -113,6 +115,23 @@ class MarketDataService:
         ib.reqMarketDataType(MARKET_DATA_TYPES[self.settings.market_data_type])
         await self._qualify_pending(ib)
         self._resubscribe_all("connected")
+        if self.pending and not self._retry_tasks:
+            task = asyncio.create_task(self._qualify_until_done(ib), name="md-qualify")
+            self._retry_tasks.add(task)
+            task.add_done_callback(self._retry_tasks.discard)
+
+    async def _qualify_until_done(self, ib: IB) -> None:
+        """Qualification timed out with the socket up: try again, then subscribe the newcomers."""
+        while self.pending:
+            await asyncio.sleep(self.settings.market_data_request_timeout_seconds)
+            if not self.connection.connected:
+                return  # the next connection qualifies them
+            known = set(self.subscriptions.feeds)
+            await self._qualify_pending(ib)
+            for feed in self.subscriptions:
+                if feed.name not in known:
+                    for stream in self.subscriptions.streams:
+                        self.subscriptions.subscribe(feed, stream, time.monotonic())
 
     async def _on_restore(self, reason: str) -> None:
         if self.connection.connected:

@@ -7,11 +7,12 @@ from datetime import UTC, datetime
 import pytest
 from ib_async import IB, Stock
 
-from config import InstrumentSetting
+from config import IBSettings, InstrumentSetting
 from event_bus import Channels, InMemoryEventBus, RedisEventBus
 from ibsim import SimConfig, Simulator
 from market_data.bars import bar_id
 from market_data.model import Bar, InstrumentUnavailable, MarketDataResubscribed, Tick
+from market_data.service import build_market_data
 from tests.helpers import eventually
 from tests.market_data.conftest import (
     SPEED,
@@ -20,6 +21,7 @@ from tests.market_data.conftest import (
     connectivity_story,
     data_flowing,
     live_requests,
+    market_data_settings,
     of_type,
     our_sessions,
 )
@@ -169,3 +171,22 @@ async def test_ticks_and_bars_through_redis(
         await service.stop()
         await redis_bus.stop(timeout=2.0)
     assert {e.symbol for e in received} == {"AAPL"}
+
+
+async def test_build_market_data_uses_ib_client_id(sim: Simulator, bus: InMemoryEventBus) -> None:
+    """The factory main.py calls: clientId IB_CLIENT_ID, name market_data, data on the bus."""
+    ib_settings = IBSettings(
+        _env_file=None,  # type: ignore[call-arg]
+        host="127.0.0.1",
+        port=sim.port,
+        client_id=21,
+        connect_timeout_seconds=2.0,
+    )
+    service = build_market_data(market_data_settings(symbols=("SPY",)), ib_settings, bus)
+    assert (service.name, service.connection.client_id) == ("market_data", 21)
+    await service.start()
+    try:
+        await data_flowing(bus, 0, timeout=10, symbols=["SPY"])
+        assert [s.client_id for s in sim.sessions if s.connected] == [21]
+    finally:
+        await service.stop()
