@@ -262,7 +262,25 @@ def load_settings(env_file: Path | None = DEFAULT_ENV_FILE) -> Settings:
             sections[name] = section(_env_file=env_file)  # type: ignore[call-arg]
         except ValidationError as error:
             raise SettingsError(_one_line(section, error)) from None
+    sections["strategy"] = _strategy_bars_follow_market_data(
+        sections["strategy"],
+        sections["market_data"],  # type: ignore[arg-type]
+    )
     return Settings.model_validate(sections)
+
+
+def _strategy_bars_follow_market_data(
+    strategy: StrategySettings, market_data: MarketDataSettings
+) -> StrategySettings:
+    """The strategy sees only the bars market data makes: one size, stated once."""
+    if "strategy_bar_seconds" not in strategy.model_fields_set:
+        return strategy.model_copy(update={"strategy_bar_seconds": market_data.bar_seconds})
+    if strategy.strategy_bar_seconds != market_data.bar_seconds:
+        raise SettingsError(
+            f"STRATEGY_BAR_SECONDS: {strategy.strategy_bar_seconds} differs from BAR_SECONDS "
+            f"{market_data.bar_seconds}; the strategy would never see a bar (leave it unset)"
+        )
+    return strategy
 
 
 def _one_line(section: type[_Section], error: ValidationError) -> str:

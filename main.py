@@ -15,9 +15,12 @@ import socket
 import sys
 from collections.abc import Callable, Coroutine, MutableMapping, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, NoReturn, Protocol
+from urllib.parse import urlsplit
 
 import structlog
+from pydantic import SecretStr
 
 import event_bus.system  # noqa: F401  (registers the system events with the codec)
 from config import BusSettings, LogSettings, Settings, SettingsError, load_settings, masked_url
@@ -30,13 +33,17 @@ from event_bus import (
     connect_redis,
     utc_now,
 )
+from event_bus.embedded import EmbeddedRedis, redis_answers
 from event_bus.health import HeartbeatPublisher, read_heartbeats
 from event_bus.system import ControlCommand, Heartbeat
+from execution import build_execution
+from execution.guard import GuardRefused
+from ibsim import SimConfig, Simulator
 from ibsim import cli as ibsim_cli
 from market_data.model import Bar
 from market_data.service import build_market_data
 from storage.migrate import upgrade_database
-from storage.queries import load_bars
+from storage.queries import load_bars, realized_pnl
 from storage.service import build_storage
 from strategy.replay import configure_parser as configure_replay
 from strategy.replay import run_replay
@@ -101,6 +108,10 @@ def configure_logging(settings: LogSettings, stream: Any = None) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level)
+    # ib_async's wrapper logs every position and portfolio update at INFO: noise in a daemon
+    # that publishes them as events. Its warnings and errors still come through.
+    quiet = logging.DEBUG if settings.log_level == "DEBUG" else logging.WARNING
+    logging.getLogger("ib_async.wrapper").setLevel(quiet)
 
 
 def _identity(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
@@ -150,6 +161,8 @@ def build_module(name: str, settings: Settings, bus: RedisEventBus) -> Module:
     """The one place each module is built from its own settings section."""
     if name == "storage":
         return build_storage(settings.storage, bus.redis, bus.channels)
+    if name == "execution":
+        return build_execution(settings.execution, settings.ib, bus)
     if name == "strategy":
         return build_runner(settings.strategy, settings.market_data.symbols, bus)
     if name == "market_data":
@@ -231,6 +244,133 @@ def _stop_on_signals() -> asyncio.Event:
     for number in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(number, on_signal, number)
     return stop
+
+
+# The demo: the simulator's clock runs DEMO_SPEED times faster, bars are 5 seconds and the
+# windows short, so market data, signals, orders and fills all show within the first 30 s.
+DEMO_SPEED = 10.0
+DEMO_BAR_SECONDS = 5
+DEMO_STRATEGY_PARAMS = {"sma_crossover": {"fast_window": 3, "slow_window": 8}}
+
+
+async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    """The whole daemon, in paper mode, against the simulator and a Redis that answers."""
+    async with contextlib.AsyncExitStack() as stack:
+        redis_url, embedded = await _demo_redis(settings, stack)
+        simulator = await stack.enter_async_context(
+            Simulator(
+                SimConfig(
+                    port=0,
+                    seed=args.seed,
+                    speed=DEMO_SPEED,
+                    symbols=settings.market_data.symbols,
+                )
+            )
+        )
+        demo_settings = _demo_settings(settings, redis_url, simulator.port)
+        daemon = Daemon(MODULE_NAMES, demo_settings, build_bus(demo_settings.bus))
+        print(_watch_instructions(demo_settings, embedded), flush=True)
+        try:
+            await daemon.start()
+            await _run_for(args.duration)
+        finally:
+            await daemon.stop()
+        print(_demo_summary(daemon.bus, simulator, demo_settings), flush=True)
+    return EXIT_OK
+
+
+async def _demo_redis(
+    settings: Settings, stack: contextlib.AsyncExitStack
+) -> tuple[str, EmbeddedRedis | None]:
+    url = settings.bus.redis_url.get_secret_value()
+    if await redis_answers(url):
+        return url, None
+    log.info("demo_starting_embedded_redis", because=f"no Redis answers at {masked_url(url)}")
+    embedded = await stack.enter_async_context(EmbeddedRedis())
+    return embedded.url, embedded
+
+
+def _demo_settings(settings: Settings, redis_url: str, ib_port: int) -> Settings:
+    strategy = settings.strategy
+    params = strategy.strategy_params or DEMO_STRATEGY_PARAMS.get(strategy.strategy, {})
+    return settings.model_copy(
+        update={
+            "bus": settings.bus.model_copy(update={"redis_url": SecretStr(redis_url)}),
+            "ib": settings.ib.model_copy(update={"host": "127.0.0.1", "port": ib_port}),
+            "market_data": settings.market_data.model_copy(
+                update={"bar_seconds": DEMO_BAR_SECONDS}
+            ),
+            "strategy": strategy.model_copy(
+                update={"strategy_bar_seconds": DEMO_BAR_SECONDS, "strategy_params": params}
+            ),
+            "execution": settings.execution.model_copy(update={"trading_mode": "paper"}),
+        }
+    )
+
+
+def _watch_instructions(settings: Settings, embedded: EmbeddedRedis | None) -> str:
+    """The exact commands to watch and steer this demo from another terminal."""
+    prefix = settings.bus.channel_prefix
+    environment = ""
+    if embedded is not None:
+        cli = f"{embedded.cli} -p {embedded.port}"
+        environment += f"REDIS_URL={embedded.url} "
+    else:
+        cli = "redis-cli" + _redis_cli_flags(settings.bus.redis_url.get_secret_value())
+    if prefix != "trading":
+        environment += f"CHANNEL_PREFIX={prefix} "
+    main = f"{environment}{sys.executable} {Path(__file__).resolve()}"
+    return "\n".join(
+        [
+            "",
+            "The daemon is trading on paper against the IB Gateway simulator. In another terminal:",
+            f"  {cli} PSUBSCRIBE '{prefix}:*'",
+            f"  {cli} PSUBSCRIBE '{prefix}:order:*' '{prefix}:fill:*'",
+            f"  {cli} XREVRANGE {prefix}:journal + - COUNT 5",
+            f"  {main} tail",
+            f"  {main} halt --reason 'trying the kill switch'",
+            f"  {main} resume",
+            f"  {main} status",
+            f"Events are stored in {masked_url(settings.storage.database_url)}. Ctrl-C stops.",
+            "",
+        ]
+    )
+
+
+def _redis_cli_flags(url: str) -> str:
+    parts = urlsplit(url)
+    flags = f" -h {parts.hostname or '127.0.0.1'} -p {parts.port or 6379}"
+    if parts.path.strip("/") not in ("", "0"):
+        flags += f" -n {parts.path.strip('/')}"
+    if parts.scheme == "rediss":
+        flags += " --tls"
+    return flags + (" --user USER --askpass" if parts.password else "")
+
+
+async def _run_for(seconds: float | None) -> None:
+    stop = _stop_on_signals()
+    if seconds is None:
+        await stop.wait()
+        return
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
+
+
+def _demo_summary(bus: RedisEventBus, simulator: Simulator, settings: Settings) -> str:
+    published = bus.stats.published
+    by_kind = ", ".join(f"{name} {count}" for name, count in sorted(published.items()))
+    positions = simulator.positions()
+    database_url = settings.storage.database_url.get_secret_value()
+    lines = [
+        "Demo summary",
+        f"  events published: {sum(published.values())} ({by_kind})",
+        f"  orders received by the simulator: {len(simulator.orders_received)}",
+        f"  fills: {len(simulator.executions)}",
+        "  positions: "
+        + (", ".join(f"{s} {q:g}" for s, q in sorted(positions.items()) if q) or "flat"),
+        f"  realized P&L (from stored fills): {realized_pnl(database_url)}",
+    ]
+    return "\n".join(lines)
 
 
 async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
@@ -450,6 +590,18 @@ def build_parser() -> argparse.ArgumentParser:
     tail.add_argument("pattern", nargs="?", help="channel pattern, e.g. 'fill:*' (default all)")
     tail.set_defaults(handler=cmd_tail)
 
+    demo = commands.add_parser(
+        "demo", help="the whole daemon against the built-in simulator, in paper mode"
+    )
+    demo.add_argument(
+        "--duration",
+        type=_positive_seconds,
+        metavar="SECONDS",
+        help="stop after this many seconds and print a summary (default: Ctrl-C)",
+    )
+    demo.add_argument("--seed", type=int, default=1, help="the simulator's random-walk seed")
+    demo.set_defaults(handler=cmd_demo)
+
     status = commands.add_parser(
         "status",
         help="modules alive, what they report, and the kill switch (exit 1 if one is missing)",
@@ -493,6 +645,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _positive_seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not seconds > 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
+    return seconds
+
+
 def _module_list(text: str) -> list[str]:
     names = [part.strip() for part in text.split(",") if part.strip()]
     unknown = [name for name in names if name not in MODULE_NAMES]
@@ -517,6 +679,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(handler(args, settings))
     except KeyboardInterrupt:
         return EXIT_OK
+    except GuardRefused as refusal:
+        log.error("trading_refused_by_guard", reason=str(refusal))
+        return EXIT_GUARD
     except Exception as error:
         log.exception("fatal_error", error=str(error))
         return EXIT_FAULT

@@ -1,7 +1,7 @@
 """The event bus: typed events, one codec, Redis pub/sub transport and the journal stream."""
 
 from event_bus.channels import Channels
-from event_bus.codec import Codec, EventRejected, EventRegistry, register, registry
+from event_bus.codec import Codec, EventRegistry, EventRejected, register, registry
 from event_bus.events import Event, UtcDatetime, new_event_id, utc_now
 from event_bus.journal import JournalEntry, JournalReader
 from event_bus.memory import InMemoryEventBus

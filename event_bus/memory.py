@@ -53,6 +53,7 @@ class InMemoryEventBus:
         await self.deliver_raw(channel, payload)
 
     async def append_to_journal(self, event: Event) -> None:
+        self.stats.journaled[type(event).__name__] += 1
         self.journal.append((self.channels.for_event(event), self.codec.encode(event)))
 
     async def deliver_raw(self, channel: str, payload: bytes) -> None:

@@ -219,7 +219,7 @@ class RedisEventBus:
                 event_type=dropped.event_type,
                 dropped_total=sum(self.stats.dropped.values()),
             )
-        self.stats.published[event_type] += 1
+        (self.stats.published if publish else self.stats.journaled)[event_type] += 1
 
     async def _flush_forever(self) -> None:
         backoff = Backoff(0.05, self._reconnect_cap)

@@ -14,6 +14,7 @@ class BusStats:
     """Every counter is keyed by event type name, except where noted."""
 
     published: Counter[str] = field(default_factory=Counter)
+    journaled: Counter[str] = field(default_factory=Counter)  # journal only, not published
     delivered: Counter[str] = field(default_factory=Counter)
     dropped: Counter[str] = field(default_factory=Counter)  # market data dropped from the outbox
     conflated: Counter[str] = field(default_factory=Counter)  # replaced by a newer one in a queue
@@ -25,6 +26,7 @@ class BusStats:
     def snapshot(self) -> dict[str, object]:
         return {
             "published": dict(self.published),
+            "journaled": dict(self.journaled),
             "delivered": dict(self.delivered),
             "dropped": dict(self.dropped),
             "conflated": dict(self.conflated),

@@ -248,3 +248,21 @@ def test_masked_url(url: str, masked: str) -> None:
 def test_masked_url_takes_a_secret() -> None:
     """masked_url accepts the SecretStr the settings hold."""
     assert masked_url(SecretStr("redis://u:hunter2@h/0")) == "redis://u:***@h/0"
+
+
+def test_strategy_bar_size_follows_market_data_unless_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    """STRATEGY_BAR_SECONDS defaults to BAR_SECONDS, so the strategy sees the bars made."""
+    monkeypatch.setenv("BAR_SECONDS", "300")
+    settings = load_settings(None)
+    assert (settings.market_data.bar_seconds, settings.strategy.strategy_bar_seconds) == (300, 300)
+
+
+def test_strategy_bar_size_that_contradicts_market_data_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two different bar sizes would leave the strategy without bars: refused at start-up."""
+    monkeypatch.setenv("BAR_SECONDS", "300")
+    monkeypatch.setenv("STRATEGY_BAR_SECONDS", "60")
+    with pytest.raises(SettingsError) as refused:
+        load_settings(None)
+    assert str(refused.value).startswith("STRATEGY_BAR_SECONDS: 60 differs from BAR_SECONDS 300")
