@@ -75,6 +75,8 @@ async def start_daemon(
         service = build_execution(execution_settings(**overrides), ib_settings, bus)
         await service.start()
         running.append((bus, service))
+        # the bus confirms patterns subscribed before its connection exists only later
+        await eventually(lambda: bus.connected)
         await bus.publish(Tick(symbol="AAPL", last=190.0, bid=189.99, ask=190.01))
         await eventually(lambda: "AAPL" in service.daily_marks())
         return bus, service
