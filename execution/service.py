@@ -273,7 +273,12 @@ class ExecutionService:
                 log.exception("signal_handling_failed", signal_id=signal.id)
 
     async def _decide(self, signal: TradeSignal) -> None:
-        earlier = await self._earlier_decision(signal.id)
+        try:
+            earlier = await self._earlier_decision(signal.id)
+        except CONNECTION_ERRORS as error:  # cannot prove it is new: refuse, fail closed
+            unavailable = Verdict("state_unavailable", f"cannot check earlier decisions: {error}")
+            await self._reject(signal, unavailable, claim=False)
+            return
         if earlier is not None:
             self._decided[signal.id] = earlier
             log.info("signal_duplicate", signal_id=signal.id, decision=earlier)
@@ -288,11 +293,7 @@ class ExecutionService:
 
     async def _earlier_decision(self, signal_id: str) -> str | None:
         """How this id was decided before (by any process), or None. Raises on Redis errors."""
-        try:
-            stored = await self.state.decision(signal_id)
-        except CONNECTION_ERRORS as error:
-            log.error("execution_state_unavailable", signal_id=signal_id, error=str(error))
-            return "unknown: execution state unavailable"
+        stored = await self.state.decision(signal_id)
         if stored is not None:
             return str(stored.get("decision"))
         known = self._broker_order(signal_id)

@@ -4,6 +4,7 @@ and its commission, even published three times with a restart in between."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -13,9 +14,10 @@ from config import IBSettings
 from event_bus import Channels, Event, RedisEventBus
 from event_bus.system import ControlCommand
 from execution import ExecutionService, build_execution
-from execution.model import Fill, OrderUpdate, TradingHalted
+from execution.model import Fill, OrderUpdate, RiskRejection, TradingHalted
 from ibsim import Simulator
 from market_data.model import Tick
+from strategy.model import TradeSignal
 from tests.execution.conftest import execution_settings
 from tests.helpers import eventually
 
@@ -162,3 +164,35 @@ async def test_halt_key_and_control_garbage_on_redis(
     await raw_redis.publish(channels.control, bus.codec.encode(resume))
     await eventually(lambda: not service.halted)
     assert await raw_redis.get(channels.state_key("halt")) is None
+
+
+async def test_signals_published_while_down_are_caught_up_from_the_journal(
+    redis_url: str,
+    channels: Channels,
+    sim: Simulator,
+    recorder: Recorder,
+    start_daemon: Callable[..., Any],
+) -> None:
+    """A strategy's signal journaled while execution was down is executed at start; one that
+    expired meanwhile is rejected as expired."""
+    strategy_bus = RedisEventBus.from_url(redis_url, channels=channels)
+    await strategy_bus.start()
+    fresh = TradeSignal(symbol="AAPL", action="BUY", quantity=3, order_type="LMT", limit_price=250)
+    stale = TradeSignal(
+        symbol="AAPL",
+        action="BUY",
+        quantity=4,
+        order_type="LMT",
+        limit_price=250,
+        expires_at=datetime.now(UTC) + timedelta(milliseconds=50),
+    )
+    await strategy_bus.publish(stale)
+    await strategy_bus.publish(fresh)
+    await strategy_bus.stop(timeout=2.0)
+    await eventually(lambda: datetime.now(UTC) > stale.expires_at)  # type: ignore[operator]
+
+    await start_daemon()
+    await eventually(lambda: [o.order_ref for o in sim.orders_received] == [fresh.id])
+    await eventually(lambda: len(recorder.of(RiskRejection)) == 1)
+    [rejection] = recorder.of(RiskRejection)
+    assert (rejection.signal_id, rejection.rule) == (stale.id, "expired")
