@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
+import operator
 from collections.abc import Callable
 from typing import Any
 
@@ -41,9 +43,16 @@ _codec = Codec()
 
 def event_fields(event: Event) -> Row:
     """The event's fields by name, with `id` as `event_id` (shallow: values stay as they are)."""
-    row = {field.name: getattr(event, field.name) for field in dataclasses.fields(event)}
-    row["event_id"] = row.pop("id")
-    return row
+    names, get = _field_getter(type(event))  # type: ignore[arg-type]
+    return dict(zip(names, get(event), strict=True))
+
+
+@functools.cache
+def _field_getter(cls: type[Event]) -> tuple[tuple[str, ...], Callable[[Event], tuple[Any, ...]]]:
+    """Row keys, and one C call fetching the matching values."""
+    fields = [field.name for field in dataclasses.fields(cls)]
+    names = tuple("event_id" if name == "id" else name for name in fields)
+    return names, operator.attrgetter(*fields)
 
 
 def order_key(update: OrderUpdate) -> str:
@@ -81,31 +90,31 @@ def system_event_row(entry: JournalEntry) -> Row:
     }
 
 
-def _fields_only(entry: JournalEntry) -> Row:
-    return event_fields(entry.event)
+# Event class -> its table. Ticks, bars and signals are stored as they are (a column per field,
+# `event_id` for `id`); the other tables have a row builder below.
+TABLE_OF: dict[type[Event], Table] = {
+    Tick: TICKS,
+    Bar: BARS,
+    TradeSignal: SIGNALS,
+    OrderUpdate: ORDER_HISTORY,
+    Fill: FILLS,
+}
 
-
-# Event class -> (table, row builder). `orders` is not here: `storage.writer` derives it from
-# the history rows, because it is an upsert of the latest state.
-TABLE_OF: dict[type[Event], tuple[Table, Callable[[JournalEntry], Row]]] = {
-    Tick: (TICKS, _fields_only),
-    Bar: (BARS, _fields_only),
-    TradeSignal: (SIGNALS, _fields_only),
-    OrderUpdate: (ORDER_HISTORY, lambda entry: order_row(entry.event)),  # type: ignore[arg-type]
-    Fill: (FILLS, _fields_only),
+ROW_BUILDERS: dict[Table, Callable[[JournalEntry], Row]] = {
+    ORDER_HISTORY: lambda entry: order_row(entry.event),  # type: ignore[arg-type]
+    FILLS: lambda entry: event_fields(entry.event),
+    SYSTEM_EVENTS: system_event_row,
 }
 
 
-def rows_by_table(entries: list[JournalEntry]) -> dict[Table, list[Row]]:
-    """The rows a batch of journal entries makes, per table, in journal order."""
-    rows: dict[Table, list[Row]] = {}
+def entries_by_table(entries: list[JournalEntry]) -> dict[Table, list[JournalEntry]]:
+    """A batch split by the table each entry goes to, in journal order (heartbeats left out)."""
+    tables: dict[Table, list[JournalEntry]] = {}
     for entry in entries:
         event_type = type(entry.event)
-        if event_type in NOT_STORED:
-            continue
-        table, build = TABLE_OF.get(event_type, (SYSTEM_EVENTS, system_event_row))
-        rows.setdefault(table, []).append(build(entry))
-    return rows
+        if event_type not in NOT_STORED:
+            tables.setdefault(TABLE_OF.get(event_type, SYSTEM_EVENTS), []).append(entry)
+    return tables
 
 
 # Reading back: a row mapping -> the event it was made from.
