@@ -112,7 +112,7 @@ class ExecutionService:
         self._lock = asyncio.Lock()  # one signal decided at a time, so risk sees every order
         self._decided: dict[str, str] = {}  # signal id -> decision taken by this process
         self._our_refs: set[str] = set()  # orderRefs of orders this daemon placed (any process)
-        self._placed: dict[str, int] = {}  # signal id -> IB order id sent by this process
+        self._placed: dict[str, tuple[int, str]] = {}  # signal id -> (IB order id, symbol) sent
         self._published: dict[str, tuple[OrderStatus, float]] = {}  # order key -> (status, filled)
         self._acknowledged: set[str] = set()  # order keys IB has acknowledged
         self._marks: dict[str, float] = {}  # symbol -> last price (ticks, else fills)
@@ -367,7 +367,7 @@ class ExecutionService:
             return
         self._rate.record(time.monotonic())
         self._decided[signal.id] = "placed"
-        self._placed[signal.id] = trade.order.orderId
+        self._placed[signal.id] = (trade.order.orderId, signal.symbol)
         log.info(
             "order_placed",
             signal_id=signal.id,
@@ -693,7 +693,7 @@ class ExecutionService:
     def _report_in_doubt(self, ib: IB) -> None:
         """Orders sent by this process that the broker does not know after a reconnect."""
         known = {trade.order.orderRef for trade in ib.trades()}
-        for signal_id, order_id in list(self._placed.items()):
+        for signal_id, (order_id, symbol) in list(self._placed.items()):
             if signal_id in known:
                 continue
             del self._placed[signal_id]
@@ -701,7 +701,7 @@ class ExecutionService:
             self._emit(
                 RiskRejection(
                     signal_id=signal_id,
-                    symbol="",
+                    symbol=symbol,
                     rule="in_doubt",
                     reason=f"order {order_id} was sent, the connection dropped and IB does not "
                     "know it; not sent again: check TWS",
