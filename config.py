@@ -262,11 +262,9 @@ def load_settings(env_file: Path | None = DEFAULT_ENV_FILE) -> Settings:
             sections[name] = section(_env_file=env_file)  # type: ignore[call-arg]
         except ValidationError as error:
             raise SettingsError(_one_line(section, error)) from None
-    sections["strategy"] = _strategy_bars_follow_market_data(
-        sections["strategy"],
-        sections["market_data"],  # type: ignore[arg-type]
-    )
-    return Settings.model_validate(sections)
+    settings = Settings.model_validate(sections)
+    strategy = _strategy_bars_follow_market_data(settings.strategy, settings.market_data)
+    return settings.model_copy(update={"strategy": strategy})
 
 
 def _strategy_bars_follow_market_data(

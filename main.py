@@ -40,6 +40,7 @@ from execution import build_execution
 from execution.guard import GuardRefused
 from ibsim import SimConfig, Simulator
 from ibsim import cli as ibsim_cli
+from market_data.instruments import instruments_from_settings
 from market_data.model import Bar
 from market_data.service import build_market_data
 from storage.migrate import upgrade_database
@@ -164,10 +165,15 @@ def build_module(name: str, settings: Settings, bus: RedisEventBus) -> Module:
     if name == "execution":
         return build_execution(settings.execution, settings.ib, bus)
     if name == "strategy":
-        return build_runner(settings.strategy, settings.market_data.symbols, bus)
+        return build_runner(settings.strategy, instrument_names(settings), bus)
     if name == "market_data":
         return build_market_data(settings.market_data, settings.ib, bus)
     raise ValueError(f"unknown module {name!r}")
+
+
+def instrument_names(settings: Settings) -> tuple[str, ...]:
+    """What market data publishes under: SYMBOLS and the bus names of INSTRUMENTS."""
+    return tuple(instrument.name for instrument in instruments_from_settings(settings.market_data))
 
 
 class Daemon:

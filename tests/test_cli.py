@@ -125,8 +125,8 @@ def test_a_bad_setting_in_dot_env_exits_2(workdir: Path) -> None:
         (["run", "--bogus"], "main.py: error: unrecognized arguments: --bogus\n"),
         (
             ["frobnicate"],
-            "main.py: error: argument COMMAND: invalid choice: 'frobnicate'"
-            " (choose from 'run', 'tail', 'status', 'replay', 'db', 'sim', 'halt', 'resume')\n",
+            "main.py: error: argument COMMAND: invalid choice: 'frobnicate' (choose from"
+            " 'run', 'tail', 'demo', 'status', 'replay', 'db', 'sim', 'halt', 'resume')\n",
         ),
         ([], "main.py: error: the following arguments are required: COMMAND\n"),
         (["halt", "--reason"], "main.py halt: error: argument --reason: expected one argument\n"),
