@@ -1,0 +1,221 @@
+"""Storage ingest: rows/s from the journal into the database, beside a raw `executemany`.
+
+`python -m bench.storage_ingest [--events N] [--batch B]`. For SQLite (a temporary file) and,
+when TEST_DATABASE_URL answers, PostgreSQL (a scratch schema): N ticks are published to the
+journal of a Redis (REDIS_URL, else an embedded one), then timed from the journal to committed,
+acknowledged rows by `StorageService` (XREADGROUP, decode, insert ON CONFLICT DO NOTHING, commit,
+XACK), and by `RowWriter` alone (decoded events to committed rows, no Redis); the baseline
+inserts the same rows, ready-made, with the driver's `executemany`, one commit per batch of the
+same size, into the same table and database. Publishing is not timed; best of `--rounds`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import redis
+import redis.asyncio as aioredis
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
+
+from event_bus import Channels, JournalEntry, RedisEventBus
+from event_bus.embedded import EmbeddedRedis
+from market_data.model import Tick
+from storage import RowWriter, StorageService, make_engine, upgrade_database
+
+POSTGRES_URL = os.environ.get(
+    "TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+COLUMNS = ("event_id", "ts", "symbol", "bid", "ask", "last", "bid_size", "ask_size", "volume")
+
+
+def make_ticks(count: int) -> list[Tick]:
+    start = datetime.now(UTC)
+    return [
+        Tick(
+            ts=start + timedelta(microseconds=n),
+            symbol=f"SYM{n % 50}",
+            bid=100 + n % 1000 / 100,
+            ask=100.01 + n % 1000 / 100,
+            last=100.005 + n % 1000 / 100,
+            bid_size=100,
+            ask_size=200,
+            volume=1_000 + n,
+        )
+        for n in range(count)
+    ]
+
+
+def raw_rows(ticks: list[Tick], dialect: str) -> list[tuple[object, ...]]:
+    """The rows as the driver takes them (SQLite: timestamps as SQLAlchemy stores them)."""
+
+    def stamp(ts: datetime) -> object:
+        return ts.replace(tzinfo=None).isoformat(" ") if dialect == "sqlite" else ts
+
+    return [
+        (t.id, stamp(t.ts), t.symbol, t.bid, t.ask, t.last, t.bid_size, t.ask_size, t.volume)
+        for t in ticks
+    ]
+
+
+def raw_executemany(engine: Engine, rows: list[tuple[object, ...]], batch: int) -> float:
+    """Seconds to insert `rows` with the driver's executemany, a commit per batch."""
+    mark = "?" if engine.dialect.name == "sqlite" else "%s"
+    sql = f"INSERT INTO ticks ({', '.join(COLUMNS)}) VALUES ({', '.join([mark] * len(COLUMNS))})"
+    connection = engine.raw_connection()
+    try:
+        cursor = connection.cursor()
+        started = time.perf_counter()
+        for offset in range(0, len(rows), batch):
+            cursor.executemany(sql, rows[offset : offset + batch])
+            connection.commit()
+        return time.perf_counter() - started
+    finally:
+        connection.close()
+
+
+async def journal_ingest(engine: Engine, redis_url: str, ticks: list[Tick], batch: int) -> float:
+    """Seconds for `StorageService` to store `ticks` already waiting in the journal."""
+    channels = Channels(f"bench-{uuid.uuid4().hex[:8]}")
+    bus = RedisEventBus.from_url(redis_url, channels=channels)
+    await bus.start()
+    for tick in ticks:
+        await bus.publish(tick)
+    await bus.stop(timeout=60)
+    client = aioredis.Redis.from_url(redis_url)
+    storage = StorageService(engine, client, channels=channels, batch_size=batch, block_ms=10)
+    try:
+        started = time.perf_counter()
+        while storage.reader.handled < len(ticks):
+            await storage.reader.read_once()
+        return time.perf_counter() - started
+    finally:
+        await client.delete(channels.journal, channels.dead_letter)
+        await client.aclose()
+
+
+def clear(engine: Engine) -> None:
+    with engine.begin() as connection:
+        connection.execute(text("DELETE FROM ticks"))
+
+
+def writer_only(engine: Engine, ticks: list[Tick], batch: int) -> float:
+    """Seconds for `RowWriter` alone (the handler storage gives the journal reader)."""
+    writer = RowWriter(engine)
+    entries = [JournalEntry(f"{n}-0", "bench", tick) for n, tick in enumerate(ticks)]
+    started = time.perf_counter()
+    for offset in range(0, len(entries), batch):
+        writer.write(entries[offset : offset + batch])
+    return time.perf_counter() - started
+
+
+async def measure(url: str, redis_url: str, count: int, batch: int, rounds: int) -> Figures:
+    """Best rows/s of `rounds` runs of each way, on the database at `url`."""
+    engine = make_engine(url)
+    upgrade_database(engine)
+    ticks = make_ticks(count)
+    rows = raw_rows(ticks, engine.dialect.name)
+    best = {"journal": 0.0, "writer": 0.0, "raw": 0.0}
+    for _ in range(rounds):
+        for way in best:
+            clear(engine)
+            if way == "journal":
+                seconds = await journal_ingest(engine, redis_url, ticks, batch)
+            else:
+                seconds = (
+                    writer_only(engine, ticks, batch)
+                    if way == "writer"
+                    else (raw_executemany(engine, rows, batch))
+                )
+            best[way] = max(best[way], count / seconds)
+    clear(engine)
+    engine.dispose()
+    return Figures(best["journal"], best["writer"], best["raw"])
+
+
+@dataclass(frozen=True)
+class Figures:
+    journal: float  # rows/s from the journal to committed, acknowledged rows
+    writer: float  # rows/s from decoded events to committed rows
+    raw: float  # rows/s of the driver's executemany of ready-made tuples
+
+
+@contextmanager
+def databases(directory: Path) -> Iterator[list[tuple[str, str]]]:
+    """(name, URL) of each database to measure; PostgreSQL in a scratch schema when it answers."""
+    found = [("sqlite (WAL, file)", f"sqlite:///{directory / 'bench.db'}")]
+    admin = create_engine(POSTGRES_URL, connect_args={"connect_timeout": 2})
+    schema = f"bench_{uuid.uuid4().hex[:8]}"
+    try:
+        with admin.begin() as connection:
+            connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+    except SQLAlchemyError:
+        admin.dispose()
+        yield found
+        return
+    url = make_url(POSTGRES_URL).update_query_dict({"options": f"-csearch_path={schema}"})
+    found.append(("postgresql", url.render_as_string(hide_password=False)))
+    try:
+        yield found
+    finally:
+        with admin.begin() as connection:
+            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@contextmanager
+def redis_server() -> Iterator[str]:
+    url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=0.5).ping()
+        yield url
+        return
+    except (OSError, redis.RedisError):
+        pass
+    server = EmbeddedRedis()
+    asyncio.run(server.start())
+    try:
+        yield server.url
+    finally:
+        asyncio.run(server.stop())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=20_000)
+    parser.add_argument("--batch", type=int, default=1_000)
+    parser.add_argument("--rounds", type=int, default=3, help="best of this many runs")
+    options = parser.parse_args()
+    print(f"storage ingest of {options.events:,} ticks in batches of {options.batch:,} (rows/s)")
+    print(
+        f"  {'database':<19}{'journal->rows':>14}{'writer':>10}{'raw':>10}{'j/raw':>7}{'w/raw':>7}"
+    )
+    with (
+        tempfile.TemporaryDirectory() as directory,
+        redis_server() as redis_url,
+        databases(Path(directory)) as targets,
+    ):
+        for name, url in targets:
+            figures = asyncio.run(
+                measure(url, redis_url, options.events, options.batch, options.rounds)
+            )
+            journal, writer, raw = figures.journal, figures.writer, figures.raw
+            print(
+                f"  {name:<19}{journal:>14,.0f}{writer:>10,.0f}{raw:>10,.0f}"
+                f"{journal / raw:>7.0%}{writer / raw:>7.0%}"
+            )
+
+
+if __name__ == "__main__":
+    main()
