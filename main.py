@@ -163,7 +163,11 @@ def build_module(name: str, settings: Settings, bus: RedisEventBus) -> Module:
     if name == "storage":
         return build_storage(settings.storage, bus.redis, bus.channels)
     if name == "execution":
-        return build_execution(settings.execution, settings.ib, bus)
+        execution = settings.execution
+        if "allowed_symbols" not in execution.model_fields_set:
+            # By default trade exactly what market data publishes.
+            execution = execution.model_copy(update={"allowed_symbols": instrument_names(settings)})
+        return build_execution(execution, settings.ib, bus)
     if name == "strategy":
         return build_runner(settings.strategy, instrument_names(settings), bus)
     if name == "market_data":
@@ -183,6 +187,21 @@ class Daemon:
         self.bus = bus
         self.modules = [build_module(name, settings, bus) for name in _in_start_order(names)]
         self._started: list[tuple[Module, HeartbeatPublisher]] = []
+
+    async def wait_refused(self) -> GuardRefused:
+        """Returns when a module refuses to trade after starting (the guard, on a reconnect)."""
+        waiters = [
+            module.wait_refused() for module in self.modules if hasattr(module, "wait_refused")
+        ]
+        if not waiters:
+            await asyncio.Event().wait()
+        done, pending = await asyncio.wait(
+            [asyncio.ensure_future(waiter) for waiter in waiters],
+            return_when=asyncio.FIRST_COMPLETED,
+        )
+        for task in pending:
+            task.cancel()
+        return done.pop().result()
 
     async def start(self) -> None:
         await self.bus.start()
@@ -228,11 +247,23 @@ async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     stop = _stop_on_signals()
     try:
         await daemon.start()
-        await stop.wait()
+        refused = await _first_of(stop.wait(), daemon.wait_refused())
     finally:
         await daemon.stop()
+    if isinstance(refused, GuardRefused):
+        raise refused
     log.info("daemon_stopped")
     return EXIT_OK
+
+
+async def _first_of(*waits: Coroutine[Any, Any, Any]) -> Any:
+    """The result of whichever finishes first; the others are cancelled."""
+    tasks = [asyncio.ensure_future(wait) for wait in waits]
+    done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+    return done.pop().result()
 
 
 def _stop_on_signals() -> asyncio.Event:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from fnmatch import fnmatchcase
 
 from event_bus.channels import Channels
-from event_bus.codec import Codec
+from event_bus.codec import Codec, EventRejected
 from event_bus.events import Event
-from event_bus.stats import BusStats
+from event_bus.stats import BusStats, ThrottledLog
 from event_bus.subscription import Handler, Subscription
 
 
@@ -30,6 +30,7 @@ class InMemoryEventBus:
         self.published: list[Event] = []
         self.journal: list[tuple[str, bytes]] = []  # (channel, payload), as in the Redis stream
         self._subscriptions: list[Subscription] = []
+        self._log_rejected = ThrottledLog("event_rejected")
 
     async def start(self) -> None:
         for subscription in self._subscriptions:
@@ -57,8 +58,17 @@ class InMemoryEventBus:
         self.journal.append((self.channels.for_event(event), self.codec.encode(event)))
 
     async def deliver_raw(self, channel: str, payload: bytes) -> None:
-        """Deliver a payload as if it arrived from Redis on `channel` (for bad-input tests)."""
-        event = self.codec.decode(payload)
+        """Deliver a payload as if it arrived from Redis on `channel`; a bad one is counted and
+        skipped, as the Redis bus does."""
+        try:
+            event = self.codec.decode(payload)
+            expected = self.channels.for_event(event)
+            if expected != channel:
+                raise EventRejected(f"{type(event).__name__} belongs on {expected}")
+        except EventRejected as rejected:
+            self.stats.rejected[channel] += 1
+            self._log_rejected(channel=channel, reason=rejected.reason)
+            return
         for subscription in self._subscriptions:
             if fnmatchcase(channel, subscription.pattern):
                 await subscription.put(channel, event)

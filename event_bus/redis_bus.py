@@ -157,12 +157,8 @@ class RedisEventBus:
             asyncio.create_task(self._read_forever(), name="bus:reader"),
             asyncio.create_task(self._flush_forever(), name="bus:flusher"),
         ]
-        if not self._subscriptions:
-            return
-        try:
-            await asyncio.wait_for(self._connected.wait(), wait_seconds)
-        except TimeoutError:
-            log.warning("bus_not_connected_yet", waited_seconds=wait_seconds)
+        if self._subscriptions:
+            await self._wait_connected(wait_seconds)
 
     async def stop(self, *, timeout: float = 5.0) -> None:
         """Deliver what is queued (bounded by `timeout`), then close everything."""
@@ -292,7 +288,16 @@ class RedisEventBus:
         self._has_patterns.set()
         if first and self._subscriber is not None:
             await self._psubscribe_now(self._subscriber, pattern)
+        elif self._tasks and not self.connected:
+            await self._wait_connected()
         return subscription
+
+    async def _wait_connected(self, timeout: float = 5.0) -> None:
+        """Started but not subscribed yet: wait (bounded) so what follows is not missed."""
+        try:
+            await asyncio.wait_for(self._connected.wait(), timeout)
+        except TimeoutError:
+            log.warning("bus_not_connected_yet", waited_seconds=timeout)
 
     async def _psubscribe_now(
         self, subscriber: SubscriberSocket, pattern: str, timeout: float = 5.0

@@ -276,3 +276,28 @@ async def test_sim_command_serves_ib_async_and_stops_on_sigterm(workdir: Path) -
     finally:
         process.terminate()
         assert await asyncio.wait_for(process.wait(), 10) == 0
+
+
+async def test_paper_mode_against_a_live_account_exits_3(
+    workdir: Path, redis_url: str, channels: Channels, clean_keys: None
+) -> None:
+    """`run` in paper mode, connected to a non-DU account: refuses to trade, exit code 3."""
+    from ibsim import SimConfig, Simulator
+
+    async with Simulator(SimConfig(port=0, account="U1234567")) as sim:
+        result = await run_main_async(
+            workdir,
+            "run",
+            "--modules",
+            "execution",
+            REDIS_URL=redis_url,
+            CHANNEL_PREFIX=channels.prefix,
+            IB_PORT=str(sim.port),
+        )
+    assert result.returncode == 3, result.stderr[-2000:]
+    refusal = [
+        json.loads(line)
+        for line in result.stderr.splitlines()
+        if '"trading_refused_by_guard"' in line
+    ]
+    assert len(refusal) == 1 and "U1234567" in refusal[0]["reason"]

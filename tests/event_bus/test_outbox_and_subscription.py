@@ -121,3 +121,24 @@ async def test_handler_error_is_counted_and_the_subscription_goes_on() -> None:
     await subscription.stop()
     assert seen == [0, 2]
     assert stats.handler_errors == {"flaky": 1}
+
+
+async def test_in_memory_bus_counts_and_skips_bad_payloads_like_the_redis_bus() -> None:
+    """Garbage and misplaced events are counted as rejected; the next good one is delivered."""
+    from event_bus import InMemoryEventBus
+
+    bus = InMemoryEventBus()
+    seen: list[object] = []
+
+    async def record(event: object) -> None:
+        seen.append(event)
+
+    await bus.subscribe("trading:*", record)
+    await bus.deliver_raw("trading:fill:A", b"{not json")
+    await bus.deliver_raw("trading:tick:A", b'{"type":"SampleFill","symbol":"A","quantity":1}')
+    good = SampleFill(symbol="A", quantity=1)
+    await bus.publish(good)
+    await bus.drain()
+    await bus.stop()
+    assert seen == [good]
+    assert bus.stats.rejected == {"trading:fill:A": 1, "trading:tick:A": 1}
