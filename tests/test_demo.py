@@ -32,7 +32,12 @@ async def test_demo_trades_on_paper_and_summarises_every_event_kind(
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    stdout, stderr = await asyncio.wait_for(process.communicate(), 50)
+    try:
+        stdout, stderr = await asyncio.wait_for(process.communicate(), 90)
+    except TimeoutError:
+        process.kill()
+        stdout, stderr = await process.communicate()
+        raise AssertionError(f"demo did not stop in time; its log ends:\n{stderr.decode()[-3000:]}")
     output = stdout.decode()
     assert process.returncode == 0, stderr.decode()[-2000:]
     published = re.search(r"events published: \d+ \((.*)\)", output)
