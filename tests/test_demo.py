@@ -37,7 +37,8 @@ async def test_demo_trades_on_paper_and_summarises_every_event_kind(
     except TimeoutError:
         process.kill()
         stdout, stderr = await process.communicate()
-        raise AssertionError(f"demo did not stop in time; its log ends:\n{stderr.decode()[-3000:]}")
+        log = stderr.decode()[-3000:]
+        raise AssertionError(f"demo did not stop in time; its log ends:\n{log}") from None
     output = stdout.decode()
     assert process.returncode == 0, stderr.decode()[-2000:]
     published = re.search(r"events published: \d+ \((.*)\)", output)
