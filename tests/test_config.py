@@ -266,3 +266,16 @@ def test_strategy_bar_size_that_contradicts_market_data_is_refused(
     with pytest.raises(SettingsError) as refused:
         load_settings(None)
     assert str(refused.value).startswith("STRATEGY_BAR_SECONDS: 60 differs from BAR_SECONDS 300")
+
+
+def test_env_example_lists_every_setting_and_loads_cleanly() -> None:
+    """.env.example names each setting (derived ones commented) and is itself valid."""
+    example = Path(__file__).resolve().parent.parent / ".env.example"
+    named = {
+        line.lstrip("# ").split("=", 1)[0]
+        for line in example.read_text().splitlines()
+        if "=" in line.lstrip("# ").split(" ", 1)[0]
+    }
+    assert set(_setting_names()) - named == set()
+    settings = load_settings(example)
+    assert settings.execution.trading_mode == "paper"
