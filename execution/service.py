@@ -200,6 +200,17 @@ class ExecutionService:
     def halted(self) -> bool:
         return self._halt is not None
 
+    def status(self) -> dict[str, str]:
+        """What `main.py status` shows for execution (through the heartbeat)."""
+        positions = " ".join(f"{p.contract.symbol}={p.position:g}" for p in self._positions())
+        return {
+            "ib": "ready" if self.ready else "connected" if self.connection.connected else "down",
+            "halted": "yes" if self.halted else "no",
+            "positions": positions or "flat",
+            "open_orders": str(len(self.ib.openTrades())),
+            "daily_pnl": f"{self.daily_pnl():.2f}",
+        }
+
     @property
     def ready(self) -> bool:
         """Connected, IB's link up, guard passed and broker state reconciled."""

@@ -74,6 +74,14 @@ class MarketDataService:
 
     # Lifecycle
 
+    def status(self) -> dict[str, str]:
+        """What `main.py status` shows for market data (through the heartbeat)."""
+        return {
+            "ib": "connected" if self.connection.connected else "down",
+            "instruments": str(len(list(self.subscriptions))),
+            "unavailable": ",".join(sorted(self.unavailable)) or "none",
+        }
+
     async def start(self) -> None:
         """Start connecting (forever, in the background) and publishing; returns at once."""
         if self._tasks:

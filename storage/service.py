@@ -55,6 +55,13 @@ class StorageService:
         self.rows_offered = 0
         self._task: asyncio.Task[None] | None = None
 
+    def status(self) -> dict[str, str]:
+        """What `main.py status` shows for storage (through the heartbeat)."""
+        return {
+            "events_stored": str(self.reader.handled),
+            "dead_lettered": str(self.reader.dead_lettered),
+        }
+
     async def start(self) -> None:
         """Bring the schema up to date, then consume the journal in the background."""
         if self._task is not None:

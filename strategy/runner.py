@@ -62,6 +62,10 @@ class StrategyRunner:
         self._subscribed = False
         self._ignored_bar_sizes: set[int] = set()  # logged once each
 
+    def status(self) -> dict[str, str]:
+        """What `main.py status` shows for the strategy (through the heartbeat)."""
+        return {"strategy": self.strategy.name, "disabled": "yes" if self.disabled else "no"}
+
     async def start(self) -> None:
         """Subscribe (once) and start feeding the strategy."""
         self.running = True
