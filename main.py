@@ -206,13 +206,27 @@ class Daemon:
     async def start(self) -> None:
         await self.bus.start()
         for module in self.modules:
-            heartbeat = HeartbeatPublisher(
-                self.bus, module.name, probe=getattr(module, "status", None)
-            )
+            heartbeat = HeartbeatPublisher(self.bus, module.name, probe=self._probe(module))
             await module.start()
             await heartbeat.start()
             self._started.append((module, heartbeat))
             log.info("module_started", module=module.name)
+
+    def _probe(self, module: Module) -> Callable[[], dict[str, str]]:
+        """The module's own status plus this process's bus counters."""
+        own = getattr(module, "status", None)
+
+        def probe() -> dict[str, str]:
+            stats = self.bus.stats
+            return {
+                **(own() if own is not None else {}),
+                "bus_published": str(sum(stats.published.values())),
+                "bus_rejected": str(sum(stats.rejected.values())),
+                "bus_dropped": str(sum(stats.dropped.values())),
+                "bus_connected": "yes" if self.bus.connected else "no",
+            }
+
+        return probe
 
     async def stop(self) -> None:
         """Producers first, storage last (it flushes what the others published), then the bus."""
