@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-requirements
 
-.PHONY: demo test lint format bench venv clean
+.PHONY: demo test lint format bench soak venv clean
 
 $(STAMP): requirements.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is needed, found " + sys.version.split()[0])'
@@ -32,6 +32,12 @@ format: venv
 
 bench: venv
 	$(BIN)/python -m bench
+
+# The reliability drills' long run: SOAK_MINUTES (default 10) of trading under every fault.
+SOAK_MINUTES ?= 10
+SOAK_SYMBOLS ?= 40
+soak: venv
+	$(BIN)/python -m drills --minutes $(SOAK_MINUTES) --symbols $(SOAK_SYMBOLS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

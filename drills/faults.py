@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 import redis.asyncio as aioredis
 import structlog
@@ -92,8 +93,10 @@ async def redis_restart_losing_data(drill: Drill) -> None:
         executions_before = len(drill.sim.executions)
         await drill.burst(len(drill.symbols))
         await wait_for(
-            lambda: len(drill.sim.executions) > executions_before
-            and not drill.sim.broker.active_orders(),
+            lambda: (
+                len(drill.sim.executions) > executions_before
+                and not drill.sim.broker.active_orders()
+            ),
             30.0,
             "fills while storage is held back",
         )
@@ -111,7 +114,7 @@ async def _journal_has(drill: Drill, execution_ids: set[str]) -> None:
     try:
 
         async def published() -> bool:
-            entries = await client.xrevrange(drill.channels.journal, count=5_000)
+            entries: Any = await client.xrevrange(drill.channels.journal, count=5_000)
             seen = {fields.get(b"event", b"") for _, fields in entries}
             return all(any(e.encode() in event for event in seen) for e in execution_ids)
 
@@ -125,8 +128,10 @@ async def daemon_killed(drill: Drill) -> None:
     orders_before = len(drill.sim.orders_received)
     await drill.burst(2 * len(drill.symbols))
     await wait_for(
-        lambda: len(drill.sim.orders_received) > orders_before
-        and bool(drill.sim.broker.active_orders()),
+        lambda: (
+            len(drill.sim.orders_received) > orders_before
+            and bool(drill.sim.broker.active_orders())
+        ),
         15.0,
         "orders in flight",
     )

@@ -179,7 +179,10 @@ def format_table(checks: Sequence[Check], figures: Mapping[str, str] | None = No
     rows = [("invariant", "result", "measured", "bound")]
     rows += [(c.name, "PASS" if c.passed else "FAIL", c.measured, c.bound) for c in checks]
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)) for row in rows]
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        for row in rows
+    ]
     lines.insert(1, "  ".join("-" * width for width in widths))
     lines += [f"  {c.name}: {c.detail}" for c in checks if c.detail]
     if figures:

@@ -60,9 +60,7 @@ def malformed_messages(
     """`count` (channel, payload) pairs, every payload on every channel in turn."""
     targets = target_channels(channels, symbols)
     payloads = bad_payloads()
-    pairs = itertools.cycle(
-        [(channel, payload) for channel in targets for payload in payloads]
-    )
+    pairs = itertools.cycle([(channel, payload) for channel in targets for payload in payloads])
     return itertools.islice(pairs, count)
 
 
