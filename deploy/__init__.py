@@ -1,0 +1,1 @@
+"""Deployment examples (systemd, Docker) and the Redis ACL set-up script."""
