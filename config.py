@@ -229,6 +229,13 @@ class LogSettings(_Section):
         return value.upper() if isinstance(value, str) else value
 
 
+class MetricsSettings(_Section):
+    """Prometheus metrics: `METRICS_PORT` opens `/metrics` on `METRICS_HOST` (0: no metrics)."""
+
+    metrics_port: int = Field(0, ge=0, le=65535)
+    metrics_host: str = "127.0.0.1"
+
+
 class Settings(BaseModel):
     """The root: each package is handed only its own section by `main.py`."""
 
@@ -241,6 +248,7 @@ class Settings(BaseModel):
     execution: ExecutionSettings
     storage: StorageSettings
     log: LogSettings
+    metrics: MetricsSettings
 
 
 _SECTIONS: dict[str, type[_Section]] = {
@@ -251,6 +259,7 @@ _SECTIONS: dict[str, type[_Section]] = {
     "execution": ExecutionSettings,
     "storage": StorageSettings,
     "log": LogSettings,
+    "metrics": MetricsSettings,
 }
 
 

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import structlog
+
+if TYPE_CHECKING:
+    from event_bus.events import Event
 
 
 @dataclass
@@ -22,6 +27,8 @@ class BusStats:
     handler_errors: Counter[str] = field(default_factory=Counter)  # by subscription name
     duplicates: Counter[str] = field(default_factory=Counter)  # seen twice (journal gap fill)
     reconnects: int = 0
+    # Called with each event a subscription has handled (metrics' latency histogram), or None.
+    on_handled: Callable[[Event], Any] | None = None
 
     def snapshot(self) -> dict[str, object]:
         return {

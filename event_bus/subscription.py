@@ -104,3 +104,5 @@ class Subscription:
             )
         else:
             self._stats.delivered[type(event).__name__] += 1
+            if self._stats.on_handled is not None:
+                self._stats.on_handled(event)
