@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import platform
 import sys
@@ -17,6 +18,7 @@ import time
 from pathlib import Path
 
 import psutil
+import structlog
 
 from drills.drill import Drill, DrillConfig
 from drills.faults import schedule
@@ -90,7 +92,10 @@ def machine() -> str:
 
 
 def main() -> int:
-    return asyncio.run(soak(parse_arguments()))
+    arguments = parse_arguments()
+    # The simulator runs in this process: its order-by-order lines would bury the table.
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    return asyncio.run(soak(arguments))
 
 
 if __name__ == "__main__":

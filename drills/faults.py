@@ -90,17 +90,14 @@ async def redis_restart_losing_data(drill: Drill) -> None:
     fills in it that storage had not read. Reconciliation must still bring them to `fills`."""
     drill.storage.pause()
     try:
-        executions_before = len(drill.sim.executions)
-        await drill.burst(len(drill.symbols))
-        await wait_for(
-            lambda: (
-                len(drill.sim.executions) > executions_before
-                and not drill.sim.broker.active_orders()
-            ),
-            30.0,
-            "fills while storage is held back",
-        )
-        await _journal_has(drill, {e.exec_id for e in drill.sim.executions[executions_before:]})
+        burst = set(await drill.burst(len(drill.symbols)))
+
+        def burst_done() -> bool:
+            orders = [o for o in drill.sim.broker.orders.values() if o.order_ref in burst]
+            return bool(orders) and not any(order.is_active for order in orders)
+
+        await wait_for(burst_done, 30.0, "the burst's orders filled while storage is held back")
+        await _journal_has(drill, {e.exec_id for e in drill.sim.executions if e.order_ref in burst})
         await drill.redis.restart_losing_data()
     finally:
         drill.storage.resume()

@@ -13,7 +13,7 @@ from drills.invariants import format_table
 SHORT = {
     "symbols": ("AAPL", "MSFT", "SPY"),
     "speed": 4.0,
-    "gateway_restart_seconds": 5.0,
+    "gateway_restart_seconds": 3.0,
     "outage_seconds": 1.5,
     "malformed_count": 10_000,
     "recovery_bound_seconds": 30.0,
