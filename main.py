@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -13,6 +14,7 @@ import re
 import signal
 import socket
 import sys
+import time
 from collections.abc import Callable, Coroutine, MutableMapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,7 +25,15 @@ import structlog
 from pydantic import SecretStr
 
 import event_bus.system  # noqa: F401  (registers the system events with the codec)
-from config import BusSettings, LogSettings, Settings, SettingsError, load_settings, masked_url
+from config import (
+    BusSettings,
+    LogSettings,
+    MetricsSettings,
+    Settings,
+    SettingsError,
+    load_settings,
+    masked_url,
+)
 from event_bus import (
     CONNECTION_ERRORS,
     Channels,
@@ -35,6 +45,7 @@ from event_bus import (
 )
 from event_bus.embedded import EmbeddedRedis, redis_answers
 from event_bus.health import HeartbeatPublisher, read_heartbeats
+from event_bus.metrics import DaemonMetrics
 from event_bus.system import ControlCommand, Heartbeat
 from execution import build_execution
 from execution.guard import GuardRefused
@@ -180,37 +191,121 @@ def instrument_names(settings: Settings) -> tuple[str, ...]:
     return tuple(instrument.name for instrument in instruments_from_settings(settings.market_data))
 
 
+# A module that fails is rebuilt and started again, at most this often; beyond, the daemon exits
+# non-zero rather than run half-alive.
+RESTARTS_ALLOWED = 3
+RESTART_WINDOW_SECONDS = 600.0
+
+
 class Daemon:
-    """The modules of one process, with a heartbeat each, started and stopped in order."""
+    """The modules of one process, each with a heartbeat, started in order, watched, restarted
+    when they fail, and stopped in reverse order."""
 
-    def __init__(self, names: Sequence[str], settings: Settings, bus: RedisEventBus) -> None:
+    def __init__(
+        self,
+        names: Sequence[str],
+        build: Callable[[str], Module],
+        bus: RedisEventBus,
+        *,
+        metrics: MetricsSettings | None = None,
+    ) -> None:
         self.bus = bus
-        self.modules = [build_module(name, settings, bus) for name in _in_start_order(names)]
-        self._started: list[tuple[Module, HeartbeatPublisher]] = []
+        self.build = build
+        self.names = _in_start_order(names)
+        self.metrics = self._metrics(metrics) if metrics and metrics.metrics_port else None
+        self._running: dict[str, tuple[Module, HeartbeatPublisher]] = {}  # name -> live module
+        self._restarts: dict[str, list[float]] = {}  # name -> monotonic times of its restarts
 
-    async def wait_refused(self) -> GuardRefused:
-        """Returns when a module refuses to trade after starting (the guard, on a reconnect)."""
-        waiters = [
-            module.wait_refused() for module in self.modules if hasattr(module, "wait_refused")
-        ]
-        if not waiters:
-            await asyncio.Event().wait()
-        done, pending = await asyncio.wait(
-            [asyncio.ensure_future(waiter) for waiter in waiters],
-            return_when=asyncio.FIRST_COMPLETED,
-        )
-        for task in pending:
-            task.cancel()
-        return done.pop().result()
+    @property
+    def modules(self) -> list[Module]:
+        return [self._running[name][0] for name in self.names if name in self._running]
 
     async def start(self) -> None:
         await self.bus.start()
-        for module in self.modules:
-            heartbeat = HeartbeatPublisher(self.bus, module.name, probe=self._probe(module))
-            await module.start()
-            await heartbeat.start()
-            self._started.append((module, heartbeat))
-            log.info("module_started", module=module.name)
+        if self.metrics is not None:
+            await self.metrics.start()
+        for name in self.names:
+            await self._start_module(name)
+
+    async def _start_module(self, name: str) -> None:
+        module = self.build(name)
+        heartbeat = HeartbeatPublisher(self.bus, module.name, probe=self._probe(module))
+        await module.start()
+        await heartbeat.start()
+        self._running[name] = (module, heartbeat)
+        log.info("module_started", module=name)
+
+    async def watch(self) -> GuardRefused | int:
+        """Restart modules that fail; return a module's refusal to trade, or the exit code when
+        something fails beyond repair (the bus, or a module that keeps failing)."""
+        while True:
+            failed = await self._next_failure()
+            if isinstance(failed, GuardRefused):
+                return failed
+            if failed is None:
+                log.error("bus_failed", hint="the event bus stopped; the process must restart")
+                return EXIT_FAULT
+            if not await self._restart(failed):
+                return EXIT_FAULT
+
+    async def _next_failure(self) -> str | GuardRefused | None:
+        """The name of a module whose vital task ended, its refusal, or None for the bus."""
+        owners: dict[asyncio.Future[Any], str | None] = {
+            task: None for task in self.bus.vital_tasks()
+        }
+        refusals: list[asyncio.Future[Any]] = []
+        for name, (module, _) in self._running.items():
+            owners.update({task: name for task in getattr(module, "vital_tasks", list)()})
+            if hasattr(module, "wait_refused"):
+                refusals.append(asyncio.ensure_future(module.wait_refused()))
+        try:
+            done, _ = await asyncio.wait([*owners, *refusals], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for refusal in refusals:
+                refusal.cancel()
+        finished = done.pop()
+        if finished in refusals:
+            refused: GuardRefused = finished.result()
+            return refused
+        owner = owners[finished]
+        error = None if finished.cancelled() else finished.exception()
+        log.error(
+            "module_failed" if owner else "bus_task_ended",
+            module=owner,
+            task=finished.get_name() if isinstance(finished, asyncio.Task) else "",
+            error=repr(error) if error else "ended without an error",
+        )
+        return owner
+
+    async def _restart(self, name: str) -> bool:
+        """Stop and rebuild `name`, within the restart budget; False when it is spent."""
+        module, heartbeat = self._running.pop(name)
+        await self._stop_module(module, heartbeat)
+        while self._may_restart(name):
+            try:
+                await self._start_module(name)
+            except GuardRefused:
+                raise
+            except Exception:
+                log.exception("module_restart_failed", module=name)
+                continue
+            log.warning("module_restarted", module=name, restarts=len(self._restarts[name]))
+            return True
+        log.error(
+            "module_failed_for_good",
+            module=name,
+            restarts_allowed=RESTARTS_ALLOWED,
+            window_seconds=RESTART_WINDOW_SECONDS,
+        )
+        return False
+
+    def _may_restart(self, name: str) -> bool:
+        now = time.monotonic()
+        recent = [at for at in self._restarts.get(name, []) if now - at < RESTART_WINDOW_SECONDS]
+        if len(recent) >= RESTARTS_ALLOWED:
+            return False
+        self._restarts[name] = [*recent, now]
+        return True
 
     def _probe(self, module: Module) -> Callable[[], dict[str, str]]:
         """The module's own status plus this process's bus counters."""
@@ -230,15 +325,36 @@ class Daemon:
 
     async def stop(self) -> None:
         """Producers first, storage last (it flushes what the others published), then the bus."""
-        while self._started:
-            module, heartbeat = self._started.pop()
-            await heartbeat.stop()
-            try:
-                await asyncio.wait_for(module.stop(), MODULE_STOP_SECONDS)
-                log.info("module_stopped", module=module.name)
-            except TimeoutError:
-                log.error("module_stop_timed_out", module=module.name, seconds=MODULE_STOP_SECONDS)
+        for name in reversed(self.names):
+            if name in self._running:
+                await self._stop_module(*self._running.pop(name))
         await self.bus.stop()
+        if self.metrics is not None:
+            self.metrics.stop()
+
+    def _metrics(self, settings: MetricsSettings) -> DaemonMetrics:
+        """`/metrics` of this process; orders are counted where execution runs."""
+
+        def probes() -> dict[str, Callable[[], dict[str, str]]]:
+            return {
+                module.name: module.status for module in self.modules if hasattr(module, "status")
+            }
+
+        return DaemonMetrics(
+            self.bus,
+            probes,
+            host=settings.metrics_host,
+            port=settings.metrics_port,
+            count_orders="execution" in self.names,
+        )
+
+    async def _stop_module(self, module: Module, heartbeat: HeartbeatPublisher) -> None:
+        await heartbeat.stop()
+        try:
+            await asyncio.wait_for(module.stop(), MODULE_STOP_SECONDS)
+            log.info("module_stopped", module=module.name)
+        except TimeoutError:
+            log.error("module_stop_timed_out", module=module.name, seconds=MODULE_STOP_SECONDS)
 
 
 def _in_start_order(names: Sequence[str]) -> list[str]:
@@ -257,15 +373,24 @@ async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         database=masked_url(settings.storage.database_url),
         trading_mode=settings.execution.trading_mode,
     )
-    daemon = Daemon(names, settings, build_bus(settings.bus))
+    bus = build_bus(settings.bus)
+    daemon = Daemon(
+        names,
+        functools.partial(build_module, settings=settings, bus=bus),
+        bus,
+        metrics=settings.metrics,
+    )
     stop = _stop_on_signals()
     try:
         await daemon.start()
-        refused = await _first_of(stop.wait(), daemon.wait_refused())
+        outcome = await _first_of(stop.wait(), daemon.watch())
     finally:
         await daemon.stop()
-    if isinstance(refused, GuardRefused):
-        raise refused
+    if isinstance(outcome, GuardRefused):
+        raise outcome
+    if isinstance(outcome, int) and not isinstance(outcome, bool):
+        log.error("daemon_stopped_on_failure", exit_code=outcome)
+        return outcome
     log.info("daemon_stopped")
     return EXIT_OK
 
@@ -319,13 +444,19 @@ async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
             )
         )
         demo_settings = _demo_settings(settings, redis_url, simulator.port)
-        daemon = Daemon(MODULE_NAMES, demo_settings, build_bus(demo_settings.bus))
+        bus = build_bus(demo_settings.bus)
+        build = functools.partial(build_module, settings=demo_settings, bus=bus)
+        daemon = Daemon(MODULE_NAMES, build, bus, metrics=demo_settings.metrics)
         print(_watch_instructions(demo_settings, embedded), flush=True)
         try:
             await daemon.start()
-            await _run_for(args.duration)
+            outcome = await _first_of(_run_for(args.duration), daemon.watch())
         finally:
             await daemon.stop()
+        if isinstance(outcome, GuardRefused):
+            raise outcome
+        if isinstance(outcome, int):
+            return outcome
         print(_demo_summary(daemon.bus, simulator, demo_settings), flush=True)
     return EXIT_OK
 

@@ -13,6 +13,7 @@ from broker.model import ConnectivityChanged, ConnectivityState
 from config import IBSettings
 from event_bus import Event
 from event_bus.backoff import Backoff
+from event_bus.tasks import cancel_and_wait
 
 log = structlog.get_logger()
 
@@ -107,16 +108,21 @@ class IBConnection:
         if not self._tasks:
             return
         keeper, publisher = self._tasks
-        keeper.cancel()
-        await asyncio.gather(keeper, return_exceptions=True)
+        await cancel_and_wait(keeper)
         was_connected = self.ib.isConnected()
         self.ib.disconnect()
         if was_connected:
             self._emit("disconnected", message="stopped")
-        await self._events.join()
-        publisher.cancel()
-        await asyncio.gather(publisher, return_exceptions=True)
+        try:
+            await asyncio.wait_for(self._events.join(), 5.0)
+        except TimeoutError:
+            log.error("ib_connectivity_events_not_published", client=self.client)
+        await cancel_and_wait(publisher, *self._restore_tasks)
         self._tasks = []
+
+    def vital_tasks(self) -> list[asyncio.Task[None]]:
+        """Background tasks that must not end while this runs; the daemon watches them."""
+        return list(self._tasks)
 
     @property
     def connected(self) -> bool:

@@ -15,6 +15,7 @@ from event_bus.codec import Codec, EventRejected
 from event_bus.events import utc_now
 from event_bus.redis_bus import CONNECTION_ERRORS, RedisEventBus
 from event_bus.system import Heartbeat
+from event_bus.tasks import cancel_and_wait
 
 log = structlog.get_logger()
 
@@ -42,16 +43,24 @@ class HeartbeatPublisher:
         self.probe = probe
         self.started_at = utc_now()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
 
     async def start(self) -> None:
         if self._task is None:
+            self._stopping.clear()
             self._task = asyncio.create_task(self._beat_forever(), name=f"heartbeat:{self.module}")
 
     async def stop(self) -> None:
-        """Stop beating and remove the key at once: a clean stop is not a death."""
+        """Stop beating and remove the key at once: a clean stop is not a death.
+
+        The loop is asked to stop, not cancelled in the middle of a Redis call (see
+        `event_bus.tasks.cancel_and_wait`); cancelling is the bounded last resort.
+        """
         if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            self._stopping.set()
+            done, _ = await asyncio.wait({self._task}, timeout=self.interval + 5.0)
+            if not done:
+                await cancel_and_wait(self._task)
             self._task = None
         with contextlib.suppress(*CONNECTION_ERRORS):
             await self.bus.redis.delete(self.bus.channels.heartbeat_key(self.module))
@@ -74,7 +83,7 @@ class HeartbeatPublisher:
 
     async def _beat_forever(self) -> None:
         key = self.bus.channels.heartbeat_key(self.module)
-        while True:
+        while not self._stopping.is_set():
             heartbeat = self.beat()
             await self.bus.publish(heartbeat)
             try:
@@ -83,7 +92,8 @@ class HeartbeatPublisher:
                 )
             except CONNECTION_ERRORS as error:
                 log.warning("heartbeat_key_failed", module=self.module, error=str(error))
-            await asyncio.sleep(self.interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self.interval)
 
 
 async def read_heartbeats(redis: Any, key_pattern: str, codec: Codec) -> list[Heartbeat]:

@@ -24,6 +24,7 @@ from event_bus.outbox import Outbox, Outgoing
 from event_bus.stats import BusStats, ThrottledLog
 from event_bus.subscriber_socket import SubscriberSocket
 from event_bus.subscription import Handler, Subscription
+from event_bus.tasks import cancel_and_wait
 
 log = structlog.get_logger()
 
@@ -164,9 +165,7 @@ class RedisEventBus:
         """Deliver what is queued (bounded by `timeout`), then close everything."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.drain(), timeout)
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_and_wait(*self._tasks)
         self._tasks = []
         for subscriptions in self._subscriptions.values():
             for subscription in subscriptions:
@@ -185,6 +184,10 @@ class RedisEventBus:
             await self._outbox.wait_empty()
             if all(s.backlog == 0 for subs in self._subscriptions.values() for s in subs):
                 return
+
+    def vital_tasks(self) -> list[asyncio.Task[None]]:
+        """The reader and the flusher: neither may end while the bus runs."""
+        return list(self._tasks)
 
     @property
     def connected(self) -> bool:

@@ -10,6 +10,7 @@ import structlog
 
 from event_bus.events import Event
 from event_bus.stats import BusStats
+from event_bus.tasks import cancel_and_wait
 
 log = structlog.get_logger()
 
@@ -71,8 +72,7 @@ class Subscription:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            await cancel_and_wait(self._task)
             self._task = None
 
     async def _run(self) -> None:

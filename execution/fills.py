@@ -9,6 +9,7 @@ import structlog
 from ib_async import Fill as IBFill
 
 from event_bus import CONNECTION_ERRORS, Event
+from event_bus.tasks import cancel_and_wait
 from execution.mapping import Commission, commission_of, fill_event, with_commission
 from execution.model import Fill
 from execution.state import FILL_COMPLETE, FILL_WITHOUT_COMMISSION, ExecutionState
@@ -47,6 +48,10 @@ class FillDesk:
         self._timers: dict[str, asyncio.TimerHandle] = {}  # execution id -> its deadline
         self._worker: asyncio.Task[None] | None = None
 
+    @property
+    def worker(self) -> asyncio.Task[None] | None:
+        return self._worker
+
     def start(self) -> None:
         if self._worker is None:
             self._worker = asyncio.create_task(self._run(), name="execution:fills")
@@ -60,8 +65,7 @@ class FillDesk:
         for execution_id in list(self._waiting):
             await self._deadline(execution_id)
         if self._worker is not None:
-            self._worker.cancel()
-            await asyncio.gather(self._worker, return_exceptions=True)
+            await cancel_and_wait(self._worker)
             self._worker = None
 
     def submit(self, fill: IBFill) -> None:

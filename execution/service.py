@@ -18,6 +18,7 @@ from broker.connection import IBConnection
 from config import ExecutionSettings, IBSettings
 from event_bus import CONNECTION_ERRORS, Channels, Codec, Event, EventRejected, utc_now
 from event_bus.system import ControlCommand
+from event_bus.tasks import cancel_and_wait
 from execution.fills import FillDesk
 from execution.guard import GuardRefused, port_warning, trading_account
 from execution.mapping import (
@@ -172,16 +173,13 @@ class ExecutionService:
                     pass
         await self.fills.stop(timeout)
         await self.connection.stop()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_and_wait(*self._tasks)
         try:
             await asyncio.wait_for(self._outgoing.join(), timeout)
         except TimeoutError:
             log.error("execution_events_not_published", queued=self._outgoing.qsize())
         if self._publisher is not None:
-            self._publisher.cancel()
-            await asyncio.gather(self._publisher, return_exceptions=True)
+            await cancel_and_wait(self._publisher)
             self._publisher = None
         log.info("execution_stopped")
 
@@ -199,6 +197,11 @@ class ExecutionService:
     @property
     def halted(self) -> bool:
         return self._halt is not None
+
+    def vital_tasks(self) -> list[asyncio.Task[Any]]:
+        """Background tasks that must not end while this runs; the daemon watches them."""
+        tasks = [self._publisher, self.fills.worker, *self.connection.vital_tasks()]
+        return [task for task in tasks if task is not None]
 
     def status(self) -> dict[str, str]:
         """What `main.py status` shows for execution (through the heartbeat)."""

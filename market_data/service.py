@@ -12,6 +12,7 @@ from ib_async import IB, RealTimeBarList, Ticker
 from broker.connection import IBConnection, Publisher
 from config import IBSettings, MarketDataSettings
 from event_bus import Event
+from event_bus.tasks import cancel_and_wait
 from market_data.convert import MARKET_DATA_TYPES, contract_for, slice_from_bar, tick_from_ticker
 from market_data.instruments import Instrument, instruments_from_settings
 from market_data.model import (
@@ -74,6 +75,10 @@ class MarketDataService:
 
     # Lifecycle
 
+    def vital_tasks(self) -> list[asyncio.Task[None]]:
+        """Background tasks that must not end while this runs; the daemon watches them."""
+        return [*self._tasks, *self.connection.vital_tasks()]
+
     def status(self) -> dict[str, str]:
         """What `main.py status` shows for market data (through the heartbeat)."""
         return {
@@ -100,18 +105,14 @@ class MarketDataService:
         if not self._tasks:
             return
         publisher, *others = self._tasks
-        others += self._retry_tasks
-        for task in others:
-            task.cancel()
-        await asyncio.gather(*others, return_exceptions=True)
+        await cancel_and_wait(*others, *self._retry_tasks)
         self.subscriptions.cancel_all()
         await self.connection.stop()
         ib = self.connection.ib
         ib.pendingTickersEvent -= self._on_pending_tickers
         ib.barUpdateEvent -= self._on_bar_update
         await self._publish_queued()
-        publisher.cancel()
-        await asyncio.gather(publisher, return_exceptions=True)
+        await cancel_and_wait(publisher)
         self._tasks = []
         log.info("market_data_stopped")
 

@@ -55,6 +55,10 @@ class StorageService:
         self.rows_offered = 0
         self._task: asyncio.Task[None] | None = None
 
+    def vital_tasks(self) -> list[asyncio.Task[None]]:
+        """Background tasks that must not end while this runs; the daemon watches them."""
+        return [self._task] if self._task is not None else []
+
     def status(self) -> dict[str, str]:
         """What `main.py status` shows for storage (through the heartbeat)."""
         return {
