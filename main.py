@@ -39,6 +39,7 @@ from event_bus import (
     Channels,
     Codec,
     Event,
+    EventRejected,
     RedisEventBus,
     connect_redis,
     utc_now,
@@ -581,7 +582,10 @@ def format_status(
     beats: list[Heartbeat], halt: bytes | None, missing: list[str], *, json_output: bool = False
 ) -> str:
     """The status report: the kill switch, then a line per module, alive or missing."""
-    command = Codec().decode(halt) if halt is not None else None
+    try:
+        command = Codec().decode(halt) if halt is not None else None
+    except EventRejected as unreadable:  # still halted: only `resume` clears the key
+        command = ControlCommand(command="halt", reason=f"unreadable halt state: {unreadable}")
     reason = getattr(command, "reason", "")
     if json_output:
         return json.dumps(

@@ -143,6 +143,7 @@ class RedisEventBus:
         self._publisher_down_since: float | None = None
         self._log_rejected = ThrottledLog("event_rejected")
         self._log_dropped = ThrottledLog("event_dropped")
+        self._log_connect_failed = ThrottledLog("bus_connect_failed", per_second=0.2)
 
     @classmethod
     def from_url(cls, url: str, *, timeout: float = 5.0, **options: Any) -> RedisEventBus:
@@ -390,9 +391,12 @@ class RedisEventBus:
                 waiter.set_result(None)
 
     def _on_connection_lost(self, error: BaseException) -> None:
+        reason = str(error) or type(error).__name__
         if self._connected.is_set():
             self._lost_at = time.time()
-            log.warning("bus_connection_lost", error=str(error) or type(error).__name__)
+            log.warning("bus_connection_lost", error=reason)
+        else:  # never connected (yet): say why, e.g. a wrong password
+            self._log_connect_failed(error=reason)
         self._connected.clear()
         for waiters in self._confirmations.values():
             for waiter in waiters:
