@@ -41,6 +41,7 @@ class BusSettings(_Section):
     bus_queue_size: int = Field(10_000, ge=10)
     redis_timeout_seconds: float = Field(5.0, gt=0)
     bus_reconnect_cap_seconds: float = Field(30.0, gt=0)
+    heartbeat_seconds: float = Field(5.0, gt=0)  # a module silent 3x this long is reported missing
 
     @field_validator("redis_url")
     @classmethod

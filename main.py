@@ -209,9 +209,11 @@ class Daemon:
         bus: RedisEventBus,
         *,
         metrics: MetricsSettings | None = None,
+        heartbeat_seconds: float = 5.0,
     ) -> None:
         self.bus = bus
         self.build = build
+        self.heartbeat_seconds = heartbeat_seconds
         self.names = _in_start_order(names)
         self.metrics = self._metrics(metrics) if metrics and metrics.metrics_port else None
         self._running: dict[str, tuple[Module, HeartbeatPublisher]] = {}  # name -> live module
@@ -230,7 +232,9 @@ class Daemon:
 
     async def _start_module(self, name: str) -> None:
         module = self.build(name)
-        heartbeat = HeartbeatPublisher(self.bus, module.name, probe=self._probe(module))
+        heartbeat = HeartbeatPublisher(
+            self.bus, module.name, interval=self.heartbeat_seconds, probe=self._probe(module)
+        )
         await module.start()
         await heartbeat.start()
         self._running[name] = (module, heartbeat)
@@ -380,6 +384,7 @@ async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         functools.partial(build_module, settings=settings, bus=bus),
         bus,
         metrics=settings.metrics,
+        heartbeat_seconds=settings.bus.heartbeat_seconds,
     )
     stop = _stop_on_signals()
     try:
@@ -447,7 +452,13 @@ async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
         demo_settings = _demo_settings(settings, redis_url, simulator.port)
         bus = build_bus(demo_settings.bus)
         build = functools.partial(build_module, settings=demo_settings, bus=bus)
-        daemon = Daemon(MODULE_NAMES, build, bus, metrics=demo_settings.metrics)
+        daemon = Daemon(
+            MODULE_NAMES,
+            build,
+            bus,
+            metrics=demo_settings.metrics,
+            heartbeat_seconds=demo_settings.bus.heartbeat_seconds,
+        )
         print(_watch_instructions(demo_settings, embedded), flush=True)
         try:
             await daemon.start()

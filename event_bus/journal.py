@@ -99,7 +99,19 @@ class JournalReader:
     def stop(self) -> None:
         self._stopping.set()
 
-    async def read_once(self) -> int:
+    async def drain(self) -> int:
+        """Handle every entry already in the journal, without waiting for new ones; how many.
+
+        For a clean stop: what the other modules published before they stopped is stored now,
+        not at the next start."""
+        handled = 0
+        while True:
+            count = await self.read_once(wait=False)
+            if count == 0 and not self._retry_pending:
+                return handled
+            handled += count
+
+    async def read_once(self, *, wait: bool = True) -> int:
         """Read one batch (waiting up to `block_ms` for new entries), handle it; return its size."""
         await self._ensure_group()
         entries = await self._read_pending() if self._retry_pending else []
@@ -108,7 +120,7 @@ class JournalReader:
         if all(self._failures[entry_id.decode()] >= self.max_attempts for entry_id, _ in entries):
             # Only entries that keep failing alone: try them beside new ones, which tells a
             # poison entry (the new ones succeed) from a handler that is down (nothing does).
-            entries += await self._read_new(block=not entries)
+            entries += await self._read_new(block=wait and not entries)
         if entries:
             await self._process(entries)
         return len(entries)

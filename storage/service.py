@@ -10,6 +10,7 @@ from sqlalchemy import Engine
 
 from config import StorageSettings, masked_url
 from event_bus import Channels, JournalEntry, JournalReader
+from event_bus.tasks import cancel_and_wait
 from storage.engine import make_engine
 from storage.migrate import upgrade_database
 from storage.writer import RowWriter
@@ -80,13 +81,22 @@ class StorageService:
         )
 
     async def stop(self) -> None:
-        """Finish, commit and acknowledge the batch in hand, then stop reading."""
+        """Finish the batch in hand, then store what is left in the journal (the modules that
+        publish stop first), within the stop timeout; commit and acknowledge all of it."""
         if self._task is None:
             return
         self.reader.stop()
         task, self._task = self._task, None
         done, _ = await asyncio.wait([task], timeout=self.stop_timeout)
-        if not done:
+        if done:
+            drained = asyncio.ensure_future(self.reader.drain())
+            drained_in_time, _ = await asyncio.wait([drained], timeout=self.stop_timeout)
+            if not drained_in_time:
+                log.warning("storage_drain_timed_out", timeout_seconds=self.stop_timeout)
+                await cancel_and_wait(drained, timeout=1.0)
+            elif drained.exception() is not None:
+                log.warning("storage_drain_failed", error=str(drained.exception()))
+        else:
             # Whatever was committed but not acknowledged comes again and is ignored as a copy.
             log.warning("storage_stop_timed_out", timeout_seconds=self.stop_timeout)
             task.cancel()
