@@ -232,12 +232,13 @@ class Drill:
 
     # Measuring a fault's recovery
 
-    def md_sessions(self) -> set[int]:
-        """Identities of the simulator's sessions of the market data client."""
-        return {id(s) for s in self.sim.sessions if s.client_id == MARKET_DATA_CLIENT_ID}
+    def md_sessions(self) -> set[object]:
+        """The simulator's sessions of the market data client (the objects themselves: holding
+        them keeps a new session from reusing an old one's identity)."""
+        return {s for s in self.sim.sessions if s.client_id == MARKET_DATA_CLIENT_ID}
 
     async def record_recovery(
-        self, name: str, restored_at: float, *, old_sessions: set[int] | None = None
+        self, name: str, restored_at: float, *, old_sessions: set[object] | None = None
     ) -> None:
         """Wait until every symbol has ticked again after `restored_at` (and, if the sockets
         were dropped, on a new connection of market data); record the seconds that took, or
