@@ -7,6 +7,7 @@ import contextlib
 import hashlib
 import time
 from collections import OrderedDict
+from collections.abc import Callable, Coroutine
 from fnmatch import fnmatchcase
 from typing import Any
 
@@ -19,7 +20,7 @@ from redis.exceptions import NoScriptError, RedisError
 from event_bus.backoff import Backoff
 from event_bus.channels import Channels
 from event_bus.codec import Codec, EventRejected
-from event_bus.events import Event
+from event_bus.events import Event, new_event_id
 from event_bus.outbox import Outbox, Outgoing
 from event_bus.stats import BusStats, ThrottledLog
 from event_bus.subscriber_socket import SubscriberSocket
@@ -69,6 +70,9 @@ def pack_command(arguments: list[bytes]) -> bytes:
     for argument in arguments:
         parts += (b"$%d\r\n" % len(argument), argument, b"\r\n")
     return b"".join(parts)
+
+
+DataLossListener = Callable[[], Coroutine[Any, Any, None]]
 
 
 class RecentIds:
@@ -137,6 +141,9 @@ class RedisEventBus:
         self._tasks: list[asyncio.Task[None]] = []
         self._connected = asyncio.Event()
         self._has_patterns = asyncio.Event()
+        self._epoch: bytes | None = None  # the epoch marker's value when last seen
+        self._data_loss_listeners: list[DataLossListener] = []
+        self._listener_tasks: set[asyncio.Task[None]] = set()
         self._unconfirmed: set[str] = set()
         self._last_message_at = time.time()
         self._lost_at: float | None = None
@@ -166,7 +173,7 @@ class RedisEventBus:
         """Deliver what is queued (bounded by `timeout`), then close everything."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.drain(), timeout)
-        await cancel_and_wait(*self._tasks)
+        await cancel_and_wait(*self._tasks, *self._listener_tasks)
         self._tasks = []
         for subscriptions in self._subscriptions.values():
             for subscription in subscriptions:
@@ -339,8 +346,32 @@ class RedisEventBus:
         self._unconfirmed = set(self._subscriptions)
         await subscriber.send("PSUBSCRIBE", *self._unconfirmed)
 
+    def add_data_loss_listener(self, listener: DataLossListener) -> None:
+        """`listener` runs when Redis comes back without the data it had (restarted with no
+        persistence, or failed over to a replica that was behind): the journal entries nobody
+        had read and every state key are gone, so owners must restate what they know."""
+        self._data_loss_listeners.append(listener)
+
+    async def _check_epoch(self) -> None:
+        """Redis keeps an epoch marker; finding it gone or changed after a reconnect means
+        Redis lost its data since this bus last looked."""
+        key = self.channels.state_key("epoch")
+        await self.redis.set(key, new_event_id(), nx=True)
+        epoch: Any = await self.redis.get(key)
+        known, self._epoch = self._epoch, epoch
+        if known is None or epoch == known:
+            return
+        log.error("redis_data_lost", hint="Redis came back without its data; restating state")
+        self.stats.data_losses += 1
+        for listener in self._data_loss_listeners:
+            task = asyncio.create_task(listener(), name="bus:data-loss-listener")
+            self._listener_tasks.add(task)
+            task.add_done_callback(self._listener_tasks.discard)
+
     async def _on_subscribed(self) -> None:
-        """Every pattern is confirmed: catch up from the journal if we were away, then go live."""
+        """Every pattern is confirmed: notice lost data, catch up from the journal if we were
+        away, then go live."""
+        await self._check_epoch()
         if self._lost_at is not None:
             await self._replay_missed()
             log.info(

@@ -27,6 +27,7 @@ class BusStats:
     handler_errors: Counter[str] = field(default_factory=Counter)  # by subscription name
     duplicates: Counter[str] = field(default_factory=Counter)  # seen twice (journal gap fill)
     reconnects: int = 0
+    data_losses: int = 0  # Redis came back without its data
     # Called with each event a subscription has handled (metrics' latency histogram), or None.
     on_handled: Callable[[Event], Any] | None = None
 
@@ -41,6 +42,7 @@ class BusStats:
             "handler_errors": dict(self.handler_errors),
             "duplicates": dict(self.duplicates),
             "reconnects": self.reconnects,
+            "data_losses": self.data_losses,
         }
 
 

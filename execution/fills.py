@@ -52,6 +52,11 @@ class FillDesk:
     def worker(self) -> asyncio.Task[None] | None:
         return self._worker
 
+    def forget_publications(self) -> None:
+        """Redis lost its data (and with it what storage had not read): the next report of an
+        execution is published again; storage keeps one row per execution id."""
+        self._states.clear()
+
     def start(self) -> None:
         if self._worker is None:
             self._worker = asyncio.create_task(self._run(), name="execution:fills")

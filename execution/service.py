@@ -131,6 +131,9 @@ class ExecutionService:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._publisher: asyncio.Task[None] | None = None
         self._wire_ib()
+        add_listener = getattr(bus, "add_data_loss_listener", None)
+        if add_listener is not None:  # the in-memory bus of unit tests loses nothing
+            add_listener(self._on_redis_data_lost)
 
     # Lifecycle
 
@@ -238,6 +241,20 @@ class ExecutionService:
         """Every queued fill handled and every event handed to the bus (for tests)."""
         await self.fills.wait_idle()
         await self._outgoing.join()
+
+    async def _on_redis_data_lost(self) -> None:
+        """Redis came back empty: restate the kill switch, forget what was published, and
+        reconcile with the broker again, so every fill and order state is published anew."""
+        if self._halt is not None:
+            with contextlib.suppress(*CONNECTION_ERRORS):
+                await self.state.set_halt(self.bus.codec.encode(self._halt))
+        self._published.clear()
+        self.fills.forget_publications()
+        if not self.connection.connected or self._stopping:
+            return  # the next connection reconciles anyway
+        if await self._sync_broker(self.ib):
+            self._reconcile(self.ib)
+            log.warning("execution_restated_after_redis_data_loss")
 
     def _spawn(self, coroutine: Coroutine[Any, Any, Any], name: str) -> None:
         task = asyncio.create_task(coroutine, name=name)

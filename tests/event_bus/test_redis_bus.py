@@ -255,3 +255,30 @@ async def test_append_to_journal_records_without_publishing(
         recorded.id,
         published.id,
     ]
+
+
+async def test_a_redis_that_lost_its_data_is_noticed_and_a_persistent_one_is_not(
+    make_bus: BusFactory,
+) -> None:
+    """Data-loss listeners run after a restart that lost everything, not after one that kept it."""
+    persistent, empty = EmbeddedRedis(persistent=True), EmbeddedRedis()
+    await persistent.start()
+    await empty.start()
+    try:
+        losses: dict[str, int] = {"persistent": 0, "empty": 0}
+        for name, server in (("persistent", persistent), ("empty", empty)):
+            bus = make_bus(server.url)
+
+            async def noticed(name: str = name) -> None:
+                losses[name] += 1
+
+            bus.add_data_loss_listener(noticed)
+            await bus.subscribe(bus.channels.everything, Recorder())
+            await bus.start()
+            await server.restart()
+            await eventually(lambda bus=bus: bus.stats.reconnects == 1, timeout=10)
+        await eventually(lambda: losses["empty"] == 1, timeout=5)
+        assert losses == {"persistent": 0, "empty": 1}
+    finally:
+        await persistent.stop()
+        await empty.stop()
