@@ -25,6 +25,19 @@ class SettingsError(ValueError):
     """A bad setting, said in one line that names it."""
 
 
+def _json_setting(value: Any, kind: type[list[Any]] | type[dict[str, Any]], example: str) -> Any:
+    """A setting given as JSON text (a list or an object), parsed; anything else as it is."""
+    if not isinstance(value, str):
+        return value
+    try:
+        parsed = json.loads(value or ("[]" if kind is list else "{}"))
+    except json.JSONDecodeError as error:
+        raise ValueError(f"not valid JSON: {error}") from None
+    if not isinstance(parsed, kind):
+        raise ValueError(f"must be a JSON {'list' if kind is list else 'object'}, e.g. {example}")
+    return parsed
+
+
 class _Section(BaseSettings):
     model_config = SettingsConfigDict(
         env_file=DEFAULT_ENV_FILE, env_file_encoding="utf-8", extra="ignore", frozen=True
@@ -99,15 +112,7 @@ class MarketDataSettings(_Section):
     @field_validator("instruments", mode="before")
     @classmethod
     def _parse_instruments(cls, value: Any) -> Any:
-        if not isinstance(value, str):
-            return value
-        try:
-            parsed = json.loads(value or "[]")
-        except json.JSONDecodeError as error:
-            raise ValueError(f"not valid JSON: {error}") from None
-        if not isinstance(parsed, list):
-            raise ValueError('must be a JSON list, e.g. [{"symbol":"ES","sec_type":"FUT",...}]')
-        return parsed
+        return _json_setting(value, list, '[{"symbol":"ES","sec_type":"FUT",...}]')
 
     @field_validator("bar_seconds")
     @classmethod
@@ -150,15 +155,7 @@ class StrategySettings(_Section):
     @field_validator("strategy_params", mode="before")
     @classmethod
     def _parse_json(cls, value: Any) -> Any:
-        if not isinstance(value, str):
-            return value
-        try:
-            parsed = json.loads(value or "{}")
-        except json.JSONDecodeError as error:
-            raise ValueError(f"not valid JSON: {error}") from None
-        if not isinstance(parsed, dict):
-            raise ValueError('must be a JSON object, e.g. {"fast_window": 10}')
-        return parsed
+        return _json_setting(value, dict, '{"fast_window": 10}')
 
     @field_validator("strategy_params")
     @classmethod
