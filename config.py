@@ -75,6 +75,8 @@ class IBSettings(_Section):
     port: int = Field(4002, ge=1, le=65535)
     client_id: int = Field(1, ge=0)
     connect_timeout_seconds: float = Field(10.0, gt=0)
+    # Reconnect attempts back off up to this: after a Gateway restart, data resumes within it.
+    reconnect_cap_seconds: float = Field(10.0, gt=0)
 
 
 class InstrumentSetting(BaseModel):

@@ -61,14 +61,15 @@ class IBConnection:
         client: str,
         client_id: int,
         ib: IB | None = None,
-        backoff_cap_seconds: float = 30.0,
+        backoff_cap_seconds: float | None = None,
     ) -> None:
         self.settings = settings
         self.client = client
         self.client_id = client_id
         self.ib = ib or IB()
         self._bus = bus
-        self._backoff = Backoff(0.25, backoff_cap_seconds)
+        cap = backoff_cap_seconds or settings.reconnect_cap_seconds
+        self._backoff = Backoff(min(0.25, cap), cap)
         self._connect_hooks: list[ConnectHook] = []
         self._restore_hooks: list[RestoreHook] = []
         self._error_listeners: list[ErrorListener] = []

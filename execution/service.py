@@ -89,7 +89,7 @@ class ExecutionService:
         state: ExecutionState,
         *,
         redis_client: Any = None,
-        backoff_cap_seconds: float = 30.0,
+        backoff_cap_seconds: float | None = None,
     ) -> None:
         self.settings = settings
         self.limits = RiskLimits.from_settings(settings)
