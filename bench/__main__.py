@@ -1,11 +1,25 @@
-"""`python -m bench` (`make bench`): every benchmark in turn, each beside its raw baseline."""
+"""`python -m bench` (`make bench`): every benchmark in turn, each beside its raw baseline.
+
+Short runs by default, so the whole set finishes in a few minutes; each module takes longer
+runs by its own flags (e.g. `python -m bench.tick_to_order --seconds 60`,
+`python -m bench.scale --minutes 10`).
+"""
 
 from __future__ import annotations
 
 import platform
 import sys
 
-from bench import bus_throughput, codec, storage_ingest
+from bench import bus_throughput, codec, scale, storage_ingest, tick_to_order
+
+# module -> its command-line arguments under `make bench`
+RUNS = (
+    (codec, []),
+    (bus_throughput, []),
+    (storage_ingest, []),
+    (tick_to_order, ["--seconds", "10"]),
+    (scale, ["--seconds", "10"]),
+)
 
 
 def main() -> None:
@@ -13,8 +27,8 @@ def main() -> None:
         f"machine: {platform.machine()}, {platform.processor() or 'cpu'}, "
         f"Python {platform.python_version()}, {sys.platform}"
     )
-    for benchmark in (codec, bus_throughput, storage_ingest):
-        sys.argv = [benchmark.__name__]
+    for benchmark, arguments in RUNS:
+        sys.argv = [benchmark.__name__, *arguments]
         benchmark.main()
         print()
 

@@ -118,6 +118,8 @@ class ExecutionService:
         self._acknowledged: set[str] = set()  # order keys IB has acknowledged
         self._marks: dict[str, float] = {}  # symbol -> last price (ticks, else fills)
         self._realized: dict[str, tuple[date, float]] = {}  # execution id -> (UTC day, P&L)
+        # UTC day -> sum of that day's `_realized`, in the same order (checked on every tick)
+        self._realized_by_day: dict[date, float] = {}
         self._rate = OrderRate()
         self._halt: ControlCommand | None = None
         self._account: str | None = None
@@ -473,7 +475,7 @@ class ExecutionService:
     def daily_pnl(self) -> float:
         """Today's realized P&L (IB's, per execution) plus unrealized P&L at the last marks."""
         today = datetime.now(UTC).date()
-        realized = sum(pnl for day, pnl in self._realized.values() if day == today)
+        realized = self._realized_by_day.get(today, 0)
         unrealized = sum(
             unrealized_pnl(p.position, p.avgCost, self._marks.get(p.contract.symbol))
             for p in self._positions()
@@ -493,8 +495,21 @@ class ExecutionService:
     def _on_fill_published(self, fill: Fill) -> None:
         self._marks.setdefault(fill.symbol, fill.price)
         if fill.realized_pnl is not None:
-            self._realized[fill.execution_id] = (fill.executed_at.date(), fill.realized_pnl)
+            self._record_realized(fill.execution_id, fill.executed_at.date(), fill.realized_pnl)
         self._spawn(self._check_loss_limit(), "execution:loss-check")
+
+    def _record_realized(self, execution_id: str, day: date, pnl: float) -> None:
+        """Keep each day's realized total as the sum over `_realized` would give it, without
+        summing every fill of the day again on every tick."""
+        earlier = self._realized.get(execution_id)
+        self._realized[execution_id] = (day, pnl)
+        if earlier is None:
+            self._realized_by_day[day] = self._realized_by_day.get(day, 0) + pnl
+            return
+        for changed in {earlier[0], day}:  # a corrected execution: add its day(s) up again
+            self._realized_by_day[changed] = sum(
+                p for d, p in self._realized.values() if d == changed
+            )
 
     async def _check_loss_limit(self) -> None:
         if self._halt is None and self._account and loss_limit_hit(self.daily_pnl(), self.limits):
