@@ -9,11 +9,11 @@ in this process against the real Redis. The strategy is the benchmark's `EveryNt
 traded symbols: it subscribes to every symbol's ticks, bars and fills (three patterns per
 symbol, like any tick strategy) and sends no signals, so this measures streaming alone.
 
-For each N, after the daemon is ready and `--warmup` seconds, every second for `--seconds`:
-this process's CPU (user + system) and RSS, Redis's CPU (INFO cpu), the ticks the simulator sent
-and the strategy saw, events queued in the daemon (subscription queues + outbox) and bytes
-waiting in the simulator's socket buffers. "Keeps up" means the strategy saw >= 95% of the ticks
-sent and neither backlog grew from the first third of the run to the last.
+Each N runs in a fresh process. After the daemon is ready and `--warmup` seconds, every second
+for `--seconds`: that process's CPU (user + system) and RSS, Redis's CPU (INFO cpu), the ticks
+the simulator sent and the strategy saw, events queued in the daemon (subscription queues +
+outbox) and bytes waiting in the simulator's socket buffers. "Keeps up" means the strategy saw
+>= 95% of the ticks sent and neither backlog grew from the first third of the run to the last.
 
 `--minutes M` (M > 0) then streams 1,000 symbols for M minutes and samples RSS every 10 s: the
 memory is flat when the highest sample is within 10% of the first one (taken after warm-up).
@@ -23,8 +23,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import multiprocessing
 import uuid
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 from bench.storage_ingest import redis_server
 from bench.tick_to_order import (
@@ -140,6 +143,22 @@ async def memory_over_time(
     return points
 
 
+def _child(conn: Any, function: Callable[..., Coroutine[Any, Any, Any]], args: tuple) -> None:
+    conn.send(asyncio.run(function(*args)))
+
+
+def isolated(function: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> Any:
+    """`function(*args)` run in a fresh process, so each figure has its own CPU and memory
+    (a process keeps the memory of a larger run before it)."""
+    context = multiprocessing.get_context("spawn")
+    parent, child = context.Pipe()
+    process = context.Process(target=_child, args=(child, function, args))
+    process.start()
+    result = parent.recv()
+    process.join()
+    return result
+
+
 def report(r: ScaleResult) -> None:
     print(
         f"  {r.symbols:>5,} symbols (ready in {r.startup:5.1f} s): sent {r.sent_rate:>6,.0f} "
@@ -168,11 +187,9 @@ def main() -> None:
     )
     with redis_server() as url:
         for count in (int(n) for n in args.symbols.split(",")):
-            report(asyncio.run(measure(url, count, args.seconds, args.tick_interval, args.warmup)))
+            report(isolated(measure, url, count, args.seconds, args.tick_interval, args.warmup))
         if args.minutes > 0:
-            points = asyncio.run(
-                memory_over_time(url, args.minutes, 1000, args.tick_interval, warmup=30.0)
-            )
+            points = isolated(memory_over_time, url, args.minutes, 1000, args.tick_interval, 30.0)
             first = points[0][1]
             peak = max(rss for _, rss in points)
             growth = 100 * (peak - first) / first

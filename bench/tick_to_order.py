@@ -44,6 +44,7 @@ import pstats
 import statistics
 import time
 import uuid
+from asyncio import selector_events
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -638,7 +639,17 @@ def main() -> None:
     parser.add_argument("--fraction", type=float, default=0.01, help="signals per tick")
     parser.add_argument("--traded", type=int, default=10, help="symbols the strategy trades")
     parser.add_argument("--profile", action="store_true", help="cProfile the measured window")
+    parser.add_argument(
+        "--read-size",
+        type=int,
+        default=0,
+        help="experiment: bytes asyncio reads per socket recv in the daemon (default 256 KiB)",
+    )
     args = parser.parse_args()
+    if args.read_size:
+        # ib_async re-slices its receive buffer once per message, so one large read costs
+        # O(read size) per message; smaller reads bound that (see BENCHMARKS.md).
+        selector_events._SelectorSocketTransport.max_size = args.read_size
     run_all(
         [int(rate) for rate in args.rates.split(",")],
         lambda rate: args.symbols or max(10, min(1000, rate // 10)),
