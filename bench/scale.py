@@ -97,8 +97,10 @@ async def measure(
         sampler.cancel()
         stats = harness.bus.stats
     finally:
-        await harness.stop()
+        # The simulator first: a daemon that fell behind would otherwise work through the
+        # simulator's socket backlog before it stops.
         await sim.stop()
+        await harness.stop()
     first, last = samples[0], samples[-1]
     elapsed = last.at - first.at
     backlog = split_thirds([float(s.backlog) for s in samples])
@@ -138,8 +140,10 @@ async def memory_over_time(
             points.append((now.at - began, now.rss / 2**20))
             await asyncio.sleep(10.0)
     finally:
-        await harness.stop()
+        # The simulator first: a daemon that fell behind would otherwise work through the
+        # simulator's socket backlog before it stops.
         await sim.stop()
+        await harness.stop()
     return points
 
 

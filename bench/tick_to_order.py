@@ -39,6 +39,7 @@ import bisect
 import contextlib
 import cProfile
 import io
+import logging
 import multiprocessing
 import pstats
 import statistics
@@ -281,6 +282,7 @@ class Harness:
         return queued + len(self.bus._outbox)
 
     async def stop(self) -> None:
+        logging.getLogger("ib_async").setLevel(logging.CRITICAL)  # the simulator is gone
         await self.daemon.stop()
         await cleanup(self.settings.bus.redis_url.get_secret_value(), self.bus.channels.prefix)
 
@@ -456,8 +458,10 @@ async def run_rate(
         stats = harness.bus.stats
         ticks, orders = await sim.collect()
     finally:
-        await harness.stop()
+        # The simulator first: a daemon that fell behind would otherwise work through the
+        # simulator's socket backlog before it stops.
         await sim.stop()
+        await harness.stop()
     found, unmatched, to_strategy = latencies(harness.strategy.signals, ticks, orders)
     values = [latency for _, latency in sorted(found)]
     first, last = samples[0], samples[-1]
