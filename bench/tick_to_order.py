@@ -282,7 +282,8 @@ class Harness:
         return queued + len(self.bus._outbox)
 
     async def stop(self) -> None:
-        logging.getLogger("ib_async").setLevel(logging.CRITICAL)  # the simulator is gone
+        for quiet in ("ib_async", "asyncio"):  # the simulator is gone: no reconnect noise
+            logging.getLogger(quiet).setLevel(logging.CRITICAL)
         await self.daemon.stop()
         await cleanup(self.settings.bus.redis_url.get_secret_value(), self.bus.channels.prefix)
 
