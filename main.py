@@ -48,6 +48,7 @@ from event_bus.embedded import EmbeddedRedis, redis_answers
 from event_bus.health import HeartbeatPublisher, read_heartbeats
 from event_bus.metrics import DaemonMetrics
 from event_bus.system import ControlCommand, Heartbeat
+from event_bus.tasks import cancel_and_wait
 from execution import build_execution
 from execution.guard import GuardRefused
 from ibsim import SimConfig, Simulator
@@ -405,9 +406,7 @@ async def _first_of(*waits: Coroutine[Any, Any, Any]) -> Any:
     """The result of whichever finishes first; the others are cancelled."""
     tasks = [asyncio.ensure_future(wait) for wait in waits]
     done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    for task in pending:
-        task.cancel()
-    await asyncio.gather(*pending, return_exceptions=True)
+    await cancel_and_wait(*pending)
     return done.pop().result()
 
 
@@ -651,15 +650,8 @@ async def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
 
 async def until_signalled(work: Coroutine[Any, Any, int]) -> int:
     """Run `work` until it ends or SIGTERM/SIGINT cancels it; its exit code."""
-    task = asyncio.ensure_future(work)
-    stop = asyncio.ensure_future(_stop_on_signals().wait())
-    await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
-    stop.cancel()
-    task.cancel()
-    try:
-        return await task
-    except asyncio.CancelledError:
-        return EXIT_OK
+    outcome = await _first_of(work, _stop_on_signals().wait())
+    return EXIT_OK if outcome is True else int(outcome)
 
 
 async def cmd_sim(args: argparse.Namespace, settings: Settings) -> int:

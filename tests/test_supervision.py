@@ -10,6 +10,7 @@ import pytest
 import main
 from event_bus import Channels, RedisEventBus
 from execution.guard import GuardRefused
+from tests.helpers import eventually
 
 
 class FakeModule:
@@ -78,7 +79,7 @@ async def test_a_failed_module_is_rebuilt_and_the_others_left_alone(
     watching = asyncio.create_task(supervised.watch())
     first = builder.latest("strategy")
     first.fail.set()
-    await asyncio.wait_for(_until(lambda: len(builder.built["strategy"]) == 2), 5)
+    await eventually(lambda: len(builder.built["strategy"]) == 2, timeout=5)
     assert first.stopped
     assert [module.name for module in supervised.modules] == ["storage", "strategy"]
     assert supervised.modules[1] is builder.latest("strategy")
@@ -95,7 +96,7 @@ async def test_a_module_that_keeps_failing_ends_the_daemon_with_exit_1(
     monkeypatch.setattr(main, "RESTARTS_ALLOWED", 2)
     watching = asyncio.create_task(supervised.watch())
     for built in (1, 2, 3):
-        await asyncio.wait_for(_until(lambda n=built: len(builder.built["storage"]) == n), 5)
+        await eventually(lambda n=built: len(builder.built["storage"]) == n, timeout=5)
         builder.latest("storage").fail.set()
     assert await asyncio.wait_for(watching, 5) == main.EXIT_FAULT
     assert len(builder.built["storage"]) == 3
@@ -116,8 +117,3 @@ async def test_a_dead_bus_ends_the_daemon_with_exit_1(daemon: tuple[main.Daemon,
     watching = asyncio.create_task(supervised.watch())
     supervised.bus.vital_tasks()[0].cancel()
     assert await asyncio.wait_for(watching, 5) == main.EXIT_FAULT
-
-
-async def _until(condition: object) -> None:
-    while not condition():  # type: ignore[operator]
-        await asyncio.sleep(0.01)
