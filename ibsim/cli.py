@@ -40,6 +40,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         help="simulated seconds between ticks",
     )
     parser.add_argument(
+        "--paced-quotes",
+        action="store_true",
+        help="spread each step's quotes over the step instead of sending them in one burst",
+    )
+    parser.add_argument(
         "--max-fill-size",
         type=float,
         default=defaults.max_fill_size,
@@ -60,6 +65,7 @@ def config_from(args: argparse.Namespace) -> SimConfig:
         symbols=args.symbols,
         synthetic_symbols=args.synthetic_symbols,
         tick_interval=args.tick_interval,
+        paced_quotes=args.paced_quotes,
         max_fill_size=args.max_fill_size,
     )
 

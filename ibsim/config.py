@@ -42,6 +42,8 @@ class SimConfig:
     Intervals are in simulated seconds; `speed` makes simulated time run that many times
     faster than the wall clock (speed=10: 5-second bars every 0.5 s). `max_fill_size` caps
     the shares of one execution, so larger orders fill in parts, one part per tick.
+    `paced_quotes` spreads each step's quotes evenly over the step (as a real feed, where
+    symbols tick at their own moments) instead of writing them back to back at its start.
     """
 
     host: str = "127.0.0.1"
@@ -61,6 +63,7 @@ class SimConfig:
     commission_per_share: float = 0.005
     min_commission: float = 1.0
     first_order_id: int = 1
+    paced_quotes: bool = False
 
     def __post_init__(self) -> None:
         if self.speed <= 0 or self.tick_interval <= 0:

@@ -167,12 +167,15 @@ class Simulator:
         loop = asyncio.get_running_loop()
         interval = self.config.tick_interval / self.config.speed  # wall-clock seconds
         deadline = loop.time()
+        paced = self.config.paced_quotes
         while True:
             deadline += interval
             await asyncio.sleep(max(0.0, deadline - loop.time()))
-            self.advance()
+            self.advance(publish_quotes=not paced)
+            if paced:
+                await self._pace_quotes(deadline, interval)
 
-    def advance(self) -> None:
+    def advance(self, *, publish_quotes: bool = True) -> None:
         """One market step: move watched prices, publish ticks and bars, match orders."""
         self._step += 1
         epoch = self.epoch()
@@ -181,8 +184,8 @@ class Simulator:
             instrument = self.instruments[symbol]
             instrument.advance_to(self._step)
             self._record_trade(instrument, epoch)
-        if not self.faults.market_data_paused:
-            self._publish_quotes(epoch)
+        if publish_quotes and not self.faults.market_data_paused:
+            self._publish_quotes(self._quote_requests(), epoch)
         for symbol in traded:
             self._match_orders(symbol)
         if self._step % self._steps_per_bar == 0:
@@ -210,16 +213,43 @@ class Simulator:
                         history.bar = BarBuilder.starting(start, price)
                     history.bar.add_trade(price, size)
 
-    def _publish_quotes(self, epoch: float) -> None:
+    def _quote_requests(self) -> list[tuple[ClientSession, int, str]]:
+        """(session, reqId, symbol) of every quote stream of every ready session."""
+        return [
+            (session, req_id, symbol)
+            for session in self._ready_sessions()
+            for req_id, symbol in session.quotes.items()
+        ]
+
+    def _publish_quotes(self, requests: list[tuple[ClientSession, int, str]], epoch: float) -> None:
         listener = self.tick_listener
-        for session in self._ready_sessions():
+        for session, req_id, symbol in requests:
+            if not session.connected or session.quotes.get(req_id) != symbol:
+                continue  # gone or cancelled since the step began
+            instrument = self.instruments[symbol]
             delayed = session.market_data_type in (3, 4)
-            for req_id, symbol in session.quotes.items():
-                instrument = self.instruments[symbol]
-                session.write(payloads.encode_quote(req_id, instrument, epoch, delayed))
-                self.ticks_sent += 1
-                if listener is not None:
-                    listener(symbol, instrument.last, time.perf_counter_ns())
+            session.write(payloads.encode_quote(req_id, instrument, epoch, delayed))
+            self.ticks_sent += 1
+            if listener is not None:
+                listener(symbol, instrument.last, time.perf_counter_ns())
+
+    async def _pace_quotes(self, start: float, interval: float) -> None:
+        """Write this step's quotes in slices spread evenly from `start` over `interval`.
+
+        A slice at most every millisecond (the event loop's timer resolution), so at 1,000
+        quotes/s each quote goes alone and at 20,000/s about 20 go together.
+        """
+        loop = asyncio.get_running_loop()
+        epoch = self.epoch()
+        requests = self._quote_requests()
+        slices = max(1, min(len(requests), int(interval / 0.001)))
+        for index in range(slices):
+            await asyncio.sleep(max(0.0, start + index * interval / slices - loop.time()))
+            if self.faults.market_data_paused:
+                continue
+            first = index * len(requests) // slices
+            last = (index + 1) * len(requests) // slices
+            self._publish_quotes(requests[first:last], epoch)
 
     def _publish_bars(self, epoch: float) -> None:
         bars, self._bars = self._bars, {}

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections import defaultdict
 
 from ib_async import IB, BarDataList, RealTimeBarList, Stock
 
 from ibsim import SimConfig, Simulator
+from tests.fixtures.ibsim import connect_ib_to
 from tests.helpers import eventually
 
 
@@ -137,3 +139,24 @@ def test_synthetic_universe_for_benchmarks() -> None:
     assert len(sim.instruments) == 1001
     assert len({i.con_id for i in sim.instruments.values()}) == 1001
     assert min(i.last for i in sim.instruments.values()) > 0
+
+
+async def test_paced_quotes_spread_over_the_step() -> None:
+    """paced_quotes: each step quotes every symbol once, spread over the step, not in a burst."""
+    config = SimConfig(
+        port=0, symbols=(), synthetic_symbols=10, tick_interval=0.1, paced_quotes=True
+    )
+    async with Simulator(config) as sim:
+        sent: dict[float, list[tuple[str, int]]] = defaultdict(list)
+        sim.tick_listener = lambda symbol, _last, ns: sent[sim.epoch()].append((symbol, ns))
+        ib = await connect_ib_to(sim.port)
+        contracts = [Stock(name, "SMART", "USD") for name in config.universe()]
+        await ib.qualifyContractsAsync(*contracts)
+        tickers = [ib.reqMktData(contract) for contract in contracts]
+        await eventually(lambda: sum(len(quotes) == 10 for quotes in sent.values()) >= 3)
+        await eventually(lambda: all(ticker.last > 0 for ticker in tickers))
+        for quotes in [q for q in sent.values() if len(q) == 10]:
+            assert sorted(symbol for symbol, _ in quotes) == config.universe()
+            span_ms = (quotes[-1][1] - quotes[0][1]) / 1e6
+            assert span_ms >= 50, span_ms  # ten slices 10 ms apart over a 100 ms step
+        ib.disconnect()
