@@ -9,6 +9,7 @@ from typing import Any, Protocol
 import structlog
 from ib_async import IB
 
+from broker.framing import use_linear_reader
 from broker.model import ConnectivityChanged, ConnectivityState
 from config import IBSettings
 from event_bus import Event
@@ -67,6 +68,7 @@ class IBConnection:
         self.client = client
         self.client_id = client_id
         self.ib = ib or IB()
+        use_linear_reader(self.ib)
         self._bus = bus
         cap = backoff_cap_seconds or settings.reconnect_cap_seconds
         self._backoff = Backoff(min(0.25, cap), cap)
