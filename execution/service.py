@@ -112,6 +112,7 @@ class ExecutionService:
         )
         self._lock = asyncio.Lock()  # one signal decided at a time, so risk sees every order
         self._decided: dict[str, str] = {}  # signal id -> decision taken by this process
+        self._at_broker: dict[str, str] = {}  # orderRef -> the broker's order or execution
         self._our_refs: set[str] = set()  # orderRefs of orders this daemon placed (any process)
         self._placed: dict[str, tuple[int, str]] = {}  # signal id -> (IB order id, symbol) sent
         self._published: dict[str, tuple[OrderStatus, float]] = {}  # order key -> (status, filled)
@@ -284,10 +285,14 @@ class ExecutionService:
         if self._stopping:
             log.info("signal_ignored_while_stopping", signal_id=event.id)
             return
-        with contextlib.suppress(*CONNECTION_ERRORS):
-            # a signal sent by a plain PUBLISH is in no journal yet; storage dedupes by id
-            await self.bus.append_to_journal(event)
-        await self.handle_signal(event)
+        # A signal sent by a plain PUBLISH is in no journal yet (storage dedupes by id): journal
+        # it while the decision is taken, not before, so it costs the order no round trip.
+        journaled = asyncio.ensure_future(self.bus.append_to_journal(event))
+        try:
+            await self.handle_signal(event)
+        finally:
+            with contextlib.suppress(*CONNECTION_ERRORS):
+                await journaled
 
     # The decision: one per signal id
 
@@ -306,44 +311,47 @@ class ExecutionService:
                 log.exception("signal_handling_failed", signal_id=signal.id)
 
     async def _decide(self, signal: TradeSignal) -> None:
-        try:
-            earlier = await self._earlier_decision(signal.id)
-        except CONNECTION_ERRORS as error:  # cannot prove it is new: refuse, fail closed
-            unavailable = Verdict("state_unavailable", f"cannot check earlier decisions: {error}")
-            await self._reject(signal, unavailable, claim=False)
-            return
-        if earlier is not None:
-            self._decided[signal.id] = earlier
-            log.info("signal_duplicate", signal_id=signal.id, decision=earlier)
+        """Check locally, then record the decision with SET NX: the one Redis round trip before
+        placeOrder. A claim that fails means another process (or an earlier life of this one)
+        decided this id first: a duplicate, never a second order."""
+        known = self._at_broker.get(signal.id)
+        if known is not None:
+            self._decided[signal.id] = f"found at broker: {known}"
+            log.warning("signal_found_at_broker", signal_id=signal.id, detail=known)
             return
         verdict = check_signal(signal, utc_now(), self.limits) or self._gate()
         if verdict is None:
             verdict = check_risk(signal, self._book(), self.limits)
-        if verdict is not None:
-            await self._reject(signal, verdict, claim=True)
+        try:
+            if verdict is not None:
+                claimed = await self.state.claim(signal.id, "rejected", verdict.rule)
+            else:
+                claimed = await self.state.claim(signal.id, "placing")
+        except CONNECTION_ERRORS as error:  # cannot prove it is new: refuse, fail closed
+            unavailable = Verdict("state_unavailable", f"cannot record the decision first: {error}")
+            await self._reject(signal, unavailable, save=False)
             return
-        await self._place(signal)
+        if not claimed:
+            await self._duplicate(signal.id)
+        elif verdict is not None:
+            await self._reject(signal, verdict, save=False)
+        else:
+            await self._place(signal)
 
-    async def _earlier_decision(self, signal_id: str) -> str | None:
-        """How this id was decided before (by any process), or None. Raises on Redis errors."""
-        stored = await self.state.decision(signal_id)
-        if stored is not None:
-            return str(stored.get("decision"))
-        known = self._broker_order(signal_id)
-        if known is not None:
-            log.warning("signal_found_at_broker", signal_id=signal_id, detail=known)
-            return f"found at broker: {known}"
-        return None
+    async def _duplicate(self, signal_id: str) -> None:
+        earlier = "decided elsewhere"
+        with contextlib.suppress(*CONNECTION_ERRORS):
+            stored = await self.state.decision(signal_id)
+            if stored is not None:
+                earlier = str(stored.get("decision"))
+        self._decided[signal_id] = earlier
+        log.info("signal_duplicate", signal_id=signal_id, decision=earlier)
 
-    def _broker_order(self, signal_id: str) -> str | None:
-        """The broker's order or execution carrying `signal_id` as orderRef, described."""
-        for trade in self.ib.trades():
-            if trade.order.orderRef == signal_id:
-                return f"order {trade.order.orderId} {trade.orderStatus.status}"
-        for fill in self.ib.fills():
-            if fill.execution.orderRef == signal_id:
-                return f"execution {fill.execution.execId}"
-        return None
+    def _note_at_broker(self, order_ref: str, description: str) -> None:
+        """Index the broker's orders and executions by orderRef (our signal ids), so a signal
+        the broker already has is recognised without walking every trade of the session."""
+        if order_ref:
+            self._at_broker[order_ref] = description
 
     def _gate(self) -> Verdict | None:
         """Refusals that depend on the daemon's state, not on the signal."""
@@ -355,15 +363,14 @@ class ExecutionService:
             return Verdict("not_connected", "IB is not connected and reconciled; not queued")
         return None
 
-    async def _reject(self, signal: TradeSignal, verdict: Verdict, *, claim: bool) -> None:
+    async def _reject(self, signal: TradeSignal, verdict: Verdict, *, save: bool) -> None:
+        """Refuse `signal`; with `save`, overwrite its stored decision (already claimed)."""
         self._decided[signal.id] = f"rejected: {verdict.rule}"
-        try:
-            if claim:
-                await self.state.claim(signal.id, "rejected", verdict.rule)
-            else:
+        if save:
+            try:
                 await self.state.overwrite(signal.id, "rejected", verdict.rule)
-        except CONNECTION_ERRORS as error:
-            log.warning("decision_not_saved", signal_id=signal.id, error=str(error))
+            except CONNECTION_ERRORS as error:
+                log.warning("decision_not_saved", signal_id=signal.id, error=str(error))
         log.info("signal_rejected", signal_id=signal.id, rule=verdict.rule, reason=verdict.reason)
         self._emit(
             RiskRejection(
@@ -372,19 +379,10 @@ class ExecutionService:
         )
 
     async def _place(self, signal: TradeSignal) -> None:
-        try:
-            claimed = await self.state.claim(signal.id, "placing")
-        except CONNECTION_ERRORS as error:
-            unavailable = Verdict("state_unavailable", f"cannot record the order first: {error}")
-            await self._reject(signal, unavailable, claim=False)
-            return
-        if not claimed:
-            self._decided[signal.id] = "claimed by another"
-            log.warning("signal_claimed_elsewhere", signal_id=signal.id)
-            return
-        verdict = self._gate()  # the claim awaited: the world may have changed
+        """Send the order of a claimed signal, unless the world changed during the claim."""
+        verdict = self._gate()
         if verdict is not None:
-            await self._reject(signal, verdict, claim=False)
+            await self._reject(signal, verdict, save=True)
         elif self.settings.dry_run:
             await self._dry_run(signal)
         else:
@@ -396,7 +394,7 @@ class ExecutionService:
         try:
             trade = self.ib.placeOrder(contract_for(signal.symbol), order)
         except ConnectionError as error:  # raised before anything was written to the socket
-            await self._reject(signal, Verdict("not_connected", str(error)), claim=False)
+            await self._reject(signal, Verdict("not_connected", str(error)), save=True)
             return
         self._rate.record(time.monotonic())
         self._decided[signal.id] = "placed"
@@ -614,6 +612,7 @@ class ExecutionService:
 
     def _on_trade(self, trade: Trade) -> None:
         facts = trade_facts(trade)
+        self._note_at_broker(facts.order_ref, f"order {facts.order_id} {facts.ib_status}")
         key = facts.order_ref if self._is_ours(facts) else f"external:{facts.perm_id or facts.key}"
         status = order_status(
             facts.ib_status, facts.filled, facts.error_code, key in self._acknowledged
@@ -635,6 +634,7 @@ class ExecutionService:
         self._emit(order_update(facts, status, external=external))
 
     def _on_execution(self, trade: Trade, fill: IBFill) -> None:
+        self._note_at_broker(fill.execution.orderRef, f"execution {fill.execution.execId}")
         self.fills.submit(fill)
 
     def _on_commission(self, trade: Trade, fill: IBFill, report: Any) -> None:
@@ -730,6 +730,7 @@ class ExecutionService:
             self._on_trade(trade)
         self._report_in_doubt(ib)
         for fill in ib.fills():
+            self._note_at_broker(fill.execution.orderRef, f"execution {fill.execution.execId}")
             self.fills.submit(fill)
         for account in ib.managedAccounts():
             self._publish_positions(account)

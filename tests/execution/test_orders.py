@@ -256,3 +256,42 @@ async def test_expired_signal_is_dropped_with_a_reason(make_service: Any, sim: S
     [rejection] = running.events(RiskRejection)
     assert (rejection.signal_id, rejection.symbol, rejection.rule) == (signal.id, "AAPL", "expired")
     assert sim.orders_received == []
+
+
+class UnreachableState(MemoryExecutionState):
+    """A state store whose every claim fails as Redis does when it is down."""
+
+    async def claim(self, signal_id: str, decision: str, detail: str = "") -> bool:
+        raise ConnectionError("Redis is down")
+
+
+async def test_signal_is_refused_when_its_decision_cannot_be_recorded(
+    make_service: Any, sim: Simulator
+) -> None:
+    """No record of the decision, no order: the signal is rejected as state_unavailable."""
+    running: Running = await make_service(state=UnreachableState())
+    await running.mark("AAPL", 190.0)
+    signal = buy(5)
+    await running.publish(signal)
+    await running.settle()
+    await barrier(running.service.ib)
+    assert sim.orders_received == []
+    [rejection] = running.events(RiskRejection)
+    assert (rejection.signal_id, rejection.rule) == (signal.id, "state_unavailable")
+
+
+async def test_signal_claimed_by_another_process_is_left_to_it(
+    make_service: Any, sim: Simulator
+) -> None:
+    """A signal another process claimed first is a duplicate: no order and no rejection."""
+    state = MemoryExecutionState()
+    running: Running = await make_service(state=state)
+    await running.mark("AAPL", 190.0)
+    signal = buy(5)
+    assert await state.claim(signal.id, "placing")  # the other process, first
+    await running.publish(signal)
+    await running.settle()
+    await barrier(running.service.ib)
+    assert sim.orders_received == []
+    assert running.events(RiskRejection) == []
+    assert running.service._decided[signal.id] == "placing"  # the other process's decision
