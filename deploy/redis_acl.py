@@ -8,13 +8,11 @@ from __future__ import annotations
 from config import load_settings
 from event_bus.acl import setuser_lines
 from event_bus.channels import Channels
-from market_data.instruments import instruments_from_settings
 
 
 def main() -> None:
     settings = load_settings()
-    names = [instrument.name for instrument in instruments_from_settings(settings.market_data)]
-    for line in setuser_lines(Channels(settings.bus.channel_prefix), names):
+    for line in setuser_lines(Channels(settings.bus.channel_prefix)):
         print(line)
 
 

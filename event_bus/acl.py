@@ -7,7 +7,9 @@ only the commands, keys and channels its role needs. Two facts of Redis ACLs sha
   from an operator is the PUBLISH command itself (and EVALSHA, whose script publishes).
 - PSUBSCRIBE is allowed only for a pattern that is *literally* one of the user's `&` patterns
   (`&trading:bar:*` allows `PUBLISH trading:bar:AAPL` but not `PSUBSCRIBE trading:bar:AAPL`),
-  so every pattern a module subscribes to is listed as it is.
+  so every pattern a module subscribes to is listed as it is. The bus SUBSCRIBEs an exact
+  channel name (the strategy's per-symbol channels, `control`), which `&trading:bar:*`
+  covers like PUBLISH: the rules do not depend on the configured symbols.
 
 Redis 6.2 gives a new user every channel (`acl-pubsub-default allchannels`), Redis 7 none:
 the rules start from `resetchannels` (and `resetkeys`, `-@all`) to mean the same on both.
@@ -17,7 +19,7 @@ the rules start from `resetchannels` (and `resetkeys`, `-@all`) to mean the same
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 from event_bus.channels import Channels
 
@@ -26,7 +28,20 @@ CONNECTION = ("+ping", "+hello", "+client|setname", "+client|id", "+select")
 
 # The bus: one EVALSHA per batch (its script PUBLISHes and XADDs), the journal replay after a
 # reconnect, the subscriber connection.
-BUS = ("+evalsha", "+script|load", "+publish", "+xadd", "+xrange", "+psubscribe", "+punsubscribe")
+BUS = (
+    "+evalsha",
+    "+script|load",
+    "+publish",
+    "+xadd",
+    "+xrange",
+    "+subscribe",
+    "+unsubscribe",
+    "+psubscribe",
+    "+punsubscribe",
+)
+
+# `tail` through the bus: SUBSCRIBE for an exact channel, PSUBSCRIBE for a pattern.
+SUBSCRIBING = ("+subscribe", "+unsubscribe", "+psubscribe", "+punsubscribe")
 
 # The journal's consumer group (storage) and its dead-letter stream.
 JOURNAL_GROUP = ("+xgroup|create", "+xreadgroup", "+xautoclaim", "+xack")
@@ -41,13 +56,11 @@ JOURNAL_READ = ("+xrange", "+xrevrange", "+xread", "+xlen", "+xinfo|stream")
 ROLES = ("daemon", "operator", "watcher")
 
 
-def acl_rules(channels: Channels, symbols: Iterable[str]) -> dict[str, list[str]]:
+def acl_rules(channels: Channels) -> dict[str, list[str]]:
     """role -> its ACL rules, without `on` and the password (`ACL SETUSER name on >pw ...`)."""
     prefix = channels.prefix
     kinds = [channels.instrument(kind, "*") for kind in ("tick", "bar", "signal", "order", "fill")]
     system = channels.system("*")
-    # The strategy subscribes to each symbol's bars and fills: their names, literally.
-    per_symbol = [channels.instrument(kind, s) for s in symbols for kind in ("bar", "fill")]
     # `tail` subscribes to `trading:*` by default, or `trading:{kind}:*` / `trading:system:*`.
     watchable = [channels.everything, *kinds, system, channels.control]
     return {
@@ -55,7 +68,7 @@ def acl_rules(channels: Channels, symbols: Iterable[str]) -> dict[str, list[str]
             commands=[*CONNECTION, *BUS, *JOURNAL_GROUP, *STATE, *STATUS],
             keys=[channels.journal, channels.dead_letter, f"{prefix}:state:*", f"{prefix}:alive:*"],
             # `control` is here because execution subscribes to it; see the module docstring.
-            channels=[*kinds, system, channels.control, *per_symbol],
+            channels=[*kinds, system, channels.control],
         ),
         "operator": _rules(
             # `halt` / `resume` set and delete the kill switch, then publish through the bus.
@@ -64,7 +77,7 @@ def acl_rules(channels: Channels, symbols: Iterable[str]) -> dict[str, list[str]
             channels=watchable,
         ),
         "watcher": _rules(
-            commands=[*CONNECTION, "+psubscribe", "+punsubscribe", *STATUS, *JOURNAL_READ],
+            commands=[*CONNECTION, *SUBSCRIBING, *STATUS, *JOURNAL_READ],
             keys=[channels.journal, channels.state_key("halt"), f"{prefix}:alive:*"],
             channels=watchable,
         ),
@@ -82,9 +95,9 @@ def _rules(*, commands: Sequence[str], keys: Sequence[str], channels: Sequence[s
     ]
 
 
-def setuser_lines(channels: Channels, symbols: Iterable[str], user_prefix: str = "") -> list[str]:
+def setuser_lines(channels: Channels, user_prefix: str = "") -> list[str]:
     """`ACL SETUSER` commands for redis-cli, a placeholder where each password goes."""
     return [
         f"ACL SETUSER {user_prefix}{role} reset on >CHANGE-ME-{role} " + " ".join(rules)
-        for role, rules in acl_rules(channels, symbols).items()
+        for role, rules in acl_rules(channels).items()
     ]

@@ -58,7 +58,7 @@ class AclServer:
 async def _create_users(admin: aioredis.Redis, channels: Channels) -> dict[str, str]:
     passwords = {role: f"pw-{role}-{uuid.uuid4().hex}" for role in ("daemon", "operator")}
     passwords["watcher"] = f"pw-watcher-{uuid.uuid4().hex}"
-    for role, rules in acl_rules(channels, SYMBOLS).items():
+    for role, rules in acl_rules(channels).items():
         await admin.execute_command("ACL", "SETUSER", role, "reset", "on", f">{passwords[role]}")
         await admin.execute_command("ACL", "SETUSER", role, *rules)
     return passwords
@@ -442,7 +442,7 @@ async def test_the_bus_runs_over_tls_with_an_acl_user(
 
 def test_acl_rules_start_from_nothing_and_list_subscribed_patterns_literally() -> None:
     """Every role resets keys, channels and commands first; PSUBSCRIBE patterns are literal."""
-    rules = acl_rules(Channels("trading"), ["AAPL"])
+    rules = acl_rules(Channels("trading"))
     assert {role: tuple(role_rules[:3]) for role, role_rules in rules.items()} == dict.fromkeys(
         ("daemon", "operator", "watcher"), ("resetkeys", "resetchannels", "-@all")
     )
@@ -454,8 +454,6 @@ def test_acl_rules_start_from_nothing_and_list_subscribed_patterns_literally() -
         "&trading:fill:*",
         "&trading:system:*",
         "&trading:control",
-        "&trading:bar:AAPL",
-        "&trading:fill:AAPL",
     ]
     assert {role: "+publish" in role_rules for role, role_rules in rules.items()} == {
         "daemon": True,

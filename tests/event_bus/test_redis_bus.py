@@ -282,3 +282,74 @@ async def test_a_redis_that_lost_its_data_is_noticed_and_a_persistent_one_is_not
     finally:
         await persistent.stop()
         await empty.stop()
+
+
+async def test_an_exact_channel_is_subscribed_not_pattern_matched(
+    redis_url: str, channels: Channels, make_bus: BusFactory
+) -> None:
+    """A subscription without glob characters is a SUBSCRIBE (Redis finds it by hash, not by
+    matching every publish against it); it gets its channel's events only."""
+    bus = make_bus(redis_url)
+    aapl, everything = Recorder(), Recorder()
+    await bus.subscribe(channels.instrument("fill", "AAPL"), aapl)
+    await bus.subscribe(channels.everything, everything)
+    await bus.start()
+    server = aioredis.Redis.from_url(redis_url)
+    try:
+        exact = await server.pubsub_channels(channels.instrument("fill", "*"))
+        assert exact == [channels.instrument("fill", "AAPL").encode()]
+        assert await server.pubsub_numpat() >= 1
+    finally:
+        await server.aclose()
+    mine, other = SampleFill(symbol="AAPL", quantity=1), SampleFill(symbol="MSFT", quantity=2)
+    await bus.publish(other)
+    await bus.publish(mine)
+    await eventually(lambda: len(everything.events) == 2)
+    await bus.drain()
+    assert aapl.events == [mine]
+    assert everything.events == [other, mine]
+
+
+async def test_an_event_delivered_to_several_subscriptions_is_decoded_once(
+    redis_url: str, channels: Channels, make_bus: BusFactory
+) -> None:
+    """The copies Redis sends for each matching subscription share one decoded event; a bad
+    payload matched twice is one rejection."""
+    bus = make_bus(redis_url)
+    exact, pattern, everything = Recorder(), Recorder(), Recorder()
+    await bus.subscribe(channels.instrument("fill", "AAPL"), exact)
+    await bus.subscribe(channels.instrument("fill", "*"), pattern)
+    await bus.subscribe(channels.everything, everything)
+    await bus.start()
+    await bus.redis.publish(channels.instrument("fill", "AAPL"), b"not json")
+    fill = SampleFill(symbol="AAPL", quantity=3)
+    await bus.publish(fill)
+    await eventually(lambda: len(exact.events) + len(pattern.events) + len(everything.events) == 3)
+    assert exact.events[0] is pattern.events[0] is everything.events[0]
+    assert bus.stats.rejected[channels.instrument("fill", "AAPL")] == 1
+
+
+async def test_exact_channels_are_subscribed_again_and_replayed_after_a_restart(
+    persistent_redis: EmbeddedRedis, make_bus: BusFactory
+) -> None:
+    """After Redis restarts, an exact-channel subscription is renewed and its gap replayed."""
+    publisher, subscriber = make_bus(persistent_redis.url), make_bus(persistent_redis.url)
+    received = Recorder()
+    await subscriber.subscribe(subscriber.channels.instrument("fill", "A"), received)
+    await subscriber.start()
+    await publisher.start()
+    await publisher.publish(SampleFill(symbol="A", quantity=1, sequence=0))
+    await eventually(lambda: len(received.events) == 1)
+    await persistent_redis.restart()
+    for n in range(1, 11):
+        await publisher.publish(SampleFill(symbol="A", quantity=1, sequence=n))
+        await publisher.publish(SampleFill(symbol="B", quantity=1, sequence=n))
+    await eventually(
+        lambda: subscriber.stats.reconnects == 1 and len(received.events) >= 11,
+        timeout=15,
+        message="reconnected with every fill of A",
+    )
+    await publisher.drain()
+    await subscriber.drain()
+    assert [e.sequence for e in received.events] == list(range(11))  # type: ignore[attr-defined]
+    assert {e.symbol for e in received.events} == {"A"}  # type: ignore[attr-defined]
