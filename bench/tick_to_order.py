@@ -381,6 +381,7 @@ def percentile(values: list[float], fraction: float) -> float:
 
 @dataclass
 class Result:
+    paced: bool
     rate: int
     symbols: int
     every: int
@@ -425,6 +426,7 @@ async def run_rate(
     traded: int = 10,
     warmup: float = 3.0,
     profile: bool = False,
+    paced: bool = True,
 ) -> Result:
     steps_per_second = rate / symbols
     config = SimConfig(
@@ -434,6 +436,7 @@ async def run_rate(
         tick_interval=round(1.0 / steps_per_second, 6),
         bar_interval=5.0,
         speed=1.0,
+        paced_quotes=paced,
     )
     sim = SimProcess(config, record_ticks=True)
     names = tuple(config.universe())
@@ -478,6 +481,7 @@ async def run_rate(
     backlog_first, backlog_last = split_thirds([float(s.backlog) for s in samples])
     buffered_first, buffered_last = split_thirds([float(s.sim_buffered) for s in samples])
     return Result(
+        paced=paced,
         rate=rate,
         symbols=symbols,
         every=every,
@@ -584,8 +588,8 @@ def report(result: Result) -> None:
     r = result
     print(
         f"  {r.rate:>6,} ticks/s asked, {r.symbols:,} symbols, a signal per {r.every} ticks of "
-        f"{r.traded} traded symbols ({100 * r.traded / r.symbols / r.every:.1f}% of ticks) "
-        f"(daemon ready in {r.startup:.1f} s)"
+        f"{r.traded} traded symbols ({100 * r.traded / r.symbols / r.every:.1f}% of ticks), "
+        f"quotes {'paced' if r.paced else 'in bursts'} (daemon ready in {r.startup:.1f} s)"
     )
     print(
         f"    simulator sent {r.sim_rate:,.0f} ticks/s at {r.sim_cpu:.0f}% CPU; "
@@ -621,6 +625,7 @@ def run_all(
     fraction: float,
     traded: int,
     profile: bool,
+    paced: bool,
 ) -> None:
     with redis_server() as url:
         print("two Redis hops (publish -> subscriber -> publish -> subscriber), the floor")
@@ -630,7 +635,9 @@ def run_all(
         for rate in rates:
             count = symbols(rate)
             every = max(1, round(traded / (count * fraction)))
-            result = run_rate(url, rate, count, seconds, every, traded=traded, profile=profile)
+            result = run_rate(
+                url, rate, count, seconds, every, traded=traded, profile=profile, paced=paced
+            )
             report(asyncio.run(result))
 
 
@@ -644,6 +651,11 @@ def main() -> None:
     parser.add_argument("--fraction", type=float, default=0.01, help="signals per tick")
     parser.add_argument("--traded", type=int, default=10, help="symbols the strategy trades")
     parser.add_argument("--profile", action="store_true", help="cProfile the measured window")
+    parser.add_argument(
+        "--bursts",
+        action="store_true",
+        help="the simulator writes each step's quotes back to back (default: paced over the step)",
+    )
     parser.add_argument(
         "--read-size",
         type=int,
@@ -662,6 +674,7 @@ def main() -> None:
         args.fraction,
         args.traded,
         args.profile,
+        not args.bursts,
     )
 
 
