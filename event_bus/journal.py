@@ -18,6 +18,7 @@ from event_bus.channels import Channels
 from event_bus.codec import Codec, EventRejected
 from event_bus.events import Event
 from event_bus.redis_bus import CONNECTION_ERRORS
+from event_bus.tasks import cancel_and_wait
 
 log = structlog.get_logger()
 
@@ -30,6 +31,19 @@ class JournalEntry:
 
 
 BatchHandler = Callable[[list[JournalEntry]], Awaitable[None]]
+RawEntry = tuple[bytes, dict[bytes, bytes] | None]  # (entry id, fields) as XREADGROUP gives them
+DeadEntry = tuple[str, dict[bytes, bytes], str]  # (entry id, fields, reason)
+
+
+@dataclass(frozen=True, slots=True)
+class _Batch:
+    """One read of the journal, decoded: the entries for the handler, and those set aside."""
+
+    entries: list[JournalEntry]
+    undecodable: list[DeadEntry]
+
+    def __len__(self) -> int:
+        return len(self.entries) + len(self.undecodable)
 
 
 class JournalReader:
@@ -42,6 +56,11 @@ class JournalReader:
     acknowledged. When nothing succeeds (say, the database is down), the batch stays pending and
     is retried with backoff; an entry that fails `max_attempts` such rounds is next tried beside
     new entries, so a lone poison entry cannot block the journal.
+
+    `run()` and `drain()` read and decode the next batch of new entries while the handler works
+    on the current one (at most one batch ahead), so Redis round trips and decoding overlap the
+    handler's writes. A batch read ahead is acknowledged only after its own handling; one that is
+    dropped (the handler failed, the task was cancelled) stays pending and is read again.
     """
 
     def __init__(
@@ -76,18 +95,17 @@ class JournalReader:
         self._retry_pending = True  # start with what this consumer (or a dead one) left pending
         self._failures: Counter[str] = Counter()  # entry id -> batches it failed in with no success
         self._stopping = asyncio.Event()
+        self._backoff = Backoff(0.05, 10.0)
 
     async def run(self) -> None:
         """Read and handle batches until `stop()`; the batch in hand is finished first."""
-        backoff = Backoff(0.05, 10.0)
         while not self._stopping.is_set():
             try:
-                await self.read_once()
-                backoff.reset()
+                await self._consume(wait=True)
             except (*CONNECTION_ERRORS, HandlerFailed) as error:
                 self._group_ready = self._group_ready and not _is_nogroup(error)
                 self._retry_pending = True
-                delay = backoff.next_delay()
+                delay = self._backoff.next_delay()
                 log.warning(
                     "journal_read_failed",
                     group=self.group,
@@ -104,15 +122,50 @@ class JournalReader:
 
         For a clean stop: what the other modules published before they stopped is stored now,
         not at the next start."""
-        handled = 0
-        while True:
-            count = await self.read_once(wait=False)
-            if count == 0 and not self._retry_pending:
-                return handled
-            handled += count
+        return await self._consume(wait=False)
 
     async def read_once(self, *, wait: bool = True) -> int:
         """Read one batch (waiting up to `block_ms` for new entries), handle it; return its size."""
+        batch = await self._next_batch(wait=wait)
+        await self._process(batch)
+        return len(batch)
+
+    async def _consume(self, *, wait: bool) -> int:
+        """Handle batches, reading the next one while the handler works on the current one.
+
+        Until `stop()` when `wait` (each read waits up to `block_ms` for new entries; a batch
+        already read ahead is still handled), else until the journal has nothing left. Returns
+        how many entries it handled or set aside.
+        """
+        consumed = 0
+        ahead: asyncio.Future[_Batch] | None = None
+        try:
+            while True:
+                if ahead is not None:
+                    batch, ahead = await ahead, None
+                elif wait and self._stopping.is_set():
+                    return consumed
+                else:
+                    batch = await self._next_batch(wait=wait)
+                if not batch and not wait and not self._retry_pending:
+                    return consumed
+                if batch and self._may_read_ahead(wait=wait):
+                    ahead = asyncio.ensure_future(self._next_batch(wait=wait))
+                await self._process(batch)
+                consumed += len(batch)
+                self._backoff.reset()
+        finally:
+            if ahead is not None:  # dropped unhandled: its entries are pending, read them again
+                self._retry_pending = True
+                await cancel_and_wait(ahead, timeout=1.0)
+
+    def _may_read_ahead(self, *, wait: bool) -> bool:
+        """Only new entries are read ahead: a read of the pending ones would return the batch
+        in hand again, and a reader told to stop finishes the batch in hand, no more."""
+        return not self._retry_pending and not (wait and self._stopping.is_set())
+
+    async def _next_batch(self, *, wait: bool) -> _Batch:
+        """Pending entries first (after a start or a failure), else new ones; decoded."""
         await self._ensure_group()
         entries = await self._read_pending() if self._retry_pending else []
         if self._retry_pending and not entries:
@@ -121,9 +174,7 @@ class JournalReader:
             # Only entries that keep failing alone: try them beside new ones, which tells a
             # poison entry (the new ones succeed) from a handler that is down (nothing does).
             entries += await self._read_new(block=wait and not entries)
-        if entries:
-            await self._process(entries)
-        return len(entries)
+        return self._decode(entries)
 
     async def _ensure_group(self) -> None:
         if self._group_ready:
@@ -136,7 +187,7 @@ class JournalReader:
                 raise
         self._group_ready = True
 
-    async def _read_pending(self) -> list[tuple[bytes, dict[bytes, bytes] | None]]:
+    async def _read_pending(self) -> list[RawEntry]:
         claimed = await self.redis.xautoclaim(
             self.channels.journal,
             self.group,
@@ -152,7 +203,7 @@ class JournalReader:
         )
         return list(response[0][1]) if response else []
 
-    async def _read_new(self, *, block: bool) -> list[tuple[bytes, dict[bytes, bytes] | None]]:
+    async def _read_new(self, *, block: bool) -> list[RawEntry]:
         response: Any = await self.redis.xreadgroup(
             self.group,
             self.consumer,
@@ -162,17 +213,23 @@ class JournalReader:
         )
         return list(response[0][1]) if response else []
 
-    async def _process(self, raw: list[tuple[bytes, dict[bytes, bytes] | None]]) -> None:
+    def _decode(self, raw: list[RawEntry]) -> _Batch:
         entries: list[JournalEntry] = []
-        dead: list[tuple[str, dict[bytes, bytes], str]] = []
+        undecodable: list[DeadEntry] = []
         for entry_id, fields in raw:
             parsed = self._parse(entry_id.decode(), fields or {})
             if isinstance(parsed, JournalEntry):
                 entries.append(parsed)
             else:
-                dead.append((entry_id.decode(), fields or {}, parsed))
-        done, failed = await self._handle(entries)
-        dead += [self._poison(entry, error) for entry, error in failed]
+                undecodable.append((entry_id.decode(), fields or {}, parsed))
+        return _Batch(entries, undecodable)
+
+    async def _process(self, batch: _Batch) -> None:
+        """Handle the batch, set its poison aside, then acknowledge all of it."""
+        if not batch:
+            return
+        done, failed = await self._handle(batch.entries)
+        dead = batch.undecodable + [self._poison(entry, error) for entry, error in failed]
         await self._set_aside(dead)
         acknowledged = [entry.entry_id for entry in done] + [entry_id for entry_id, _, _ in dead]
         if acknowledged:
@@ -220,13 +277,13 @@ class JournalReader:
             raise HandlerFailed(str(failed[0][1] if failed else first_error)) from first_error
         return done, failed
 
-    def _poison(self, entry: JournalEntry, error: Exception) -> tuple[str, dict[bytes, bytes], str]:
+    def _poison(self, entry: JournalEntry, error: Exception) -> DeadEntry:
         """An entry the handler fails on while it handles others: set it aside."""
         self._failures.pop(entry.entry_id, None)
         fields = {b"channel": entry.channel.encode(), b"event": self.codec.encode(entry.event)}
         return entry.entry_id, fields, f"handler failed: {type(error).__name__}: {error}"
 
-    async def _set_aside(self, dead: list[tuple[str, dict[bytes, bytes], str]]) -> None:
+    async def _set_aside(self, dead: list[DeadEntry]) -> None:
         for entry_id, fields, reason in dead:
             await self.redis.xadd(
                 self.channels.dead_letter,

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 
 import pytest
 import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
 
 from event_bus import Channels, JournalEntry, JournalReader, RedisEventBus
 from event_bus.embedded import EmbeddedRedis
+from event_bus.journal import HandlerFailed
 from tests.event_bus.events_for_tests import SampleFill
+from tests.helpers import eventually
 
 ReaderFactory = Callable[..., JournalReader]
 
@@ -45,6 +50,35 @@ class Store:
         if any(entry.event.sequence in self.poison for entry in entries):  # type: ignore[attr-defined]
             raise ValueError("cannot store this one")
         self.ids += [entry.event.id for entry in entries]
+
+
+class GatedStore(Store):
+    """A `Store` whose first call waits until the test opens the gate."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.calls = 0
+
+    async def __call__(self, entries: list[JournalEntry]) -> None:
+        self.calls += 1
+        if self.calls == 1:
+            await self.gate.wait()
+        await super().__call__(entries)
+
+
+class FailsOnceAheadIsRead(Store):
+    """A `Store` that, told to fail, first waits until a second batch of 10 has been read."""
+
+    def __init__(self, client: aioredis.Redis, channels: Channels) -> None:
+        super().__init__()
+        self.client = client
+        self.channels = channels
+
+    async def __call__(self, entries: list[JournalEntry]) -> None:
+        if self.fail_all:
+            await eventually(lambda: _pending_is(self.client, self.channels, 20))
+        await super().__call__(entries)
 
 
 def reader(
@@ -165,3 +199,87 @@ async def test_reader_survives_a_redis_restart_that_loses_the_group(
     await read_until_idle(journal)
     await connection.aclose()
     assert store.ids == first + second
+
+
+async def test_the_next_batch_is_read_while_the_handler_works_and_acked_only_after_its_own(
+    redis_url: str, channels: Channels, client: aioredis.Redis
+) -> None:
+    """While the handler holds the first batch, one batch more is read, and nothing is acked."""
+    ids = await publish_fills(redis_url, channels, 30)
+    store = GatedStore()
+    draining = asyncio.create_task(reader(client, channels, store, batch_size=10).drain())
+    await eventually(
+        lambda: _pending_is(client, channels, 20), message="a batch read ahead, none acked"
+    )
+    assert (store.calls, store.ids) == (1, [])
+
+    store.gate.set()
+    assert await draining == 30
+    assert store.ids == ids
+    assert await pending_count(client, channels) == 0
+
+
+async def test_a_batch_read_ahead_of_a_failed_one_is_handled_once_later(
+    redis_url: str, channels: Channels, client: aioredis.Redis
+) -> None:
+    """The handler fails on a batch while the next is read ahead: both are handled, once, later."""
+    ids = await publish_fills(redis_url, channels, 30)
+    store = FailsOnceAheadIsRead(client, channels)
+    store.fail_all = True
+    journal = reader(client, channels, store, batch_size=10)
+    with pytest.raises(HandlerFailed, match="database down"):
+        await journal.drain()
+
+    store.fail_all = False
+    assert await journal.drain() == 30
+    assert store.ids == ids
+    assert await pending_count(client, channels) == 0
+
+
+async def test_cancelled_while_a_batch_is_read_ahead_a_new_reader_handles_each_entry_once(
+    redis_url: str, channels: Channels, client: aioredis.Redis
+) -> None:
+    """A reader cancelled mid-batch with one read ahead leaves both pending for its successor."""
+    ids = await publish_fills(redis_url, channels, 30)
+    own_client = aioredis.Redis.from_url(redis_url)
+    cancelled = reader(own_client, channels, GatedStore(), batch_size=10)
+    draining = asyncio.create_task(cancelled.drain())
+    await eventually(lambda: _pending_is(client, channels, 20), message="a batch read ahead")
+    draining.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await draining
+    await own_client.aclose()
+
+    store = Store()
+    await read_until_idle(reader(client, channels, store, batch_size=10))
+    assert store.ids == ids
+    assert await pending_count(client, channels) == 0
+
+
+async def test_stopped_while_a_batch_is_read_ahead_run_handles_it_and_drain_the_rest(
+    redis_url: str, channels: Channels, client: aioredis.Redis
+) -> None:
+    """stop() during a batch: run() finishes it and the one read ahead; drain() takes the rest."""
+    ids = await publish_fills(redis_url, channels, 30)
+    store = GatedStore()
+    journal = reader(client, channels, store, batch_size=10)
+    running = asyncio.create_task(journal.run())
+    await eventually(lambda: _pending_is(client, channels, 20), message="a batch read ahead")
+    journal.stop()
+    store.gate.set()
+    await asyncio.wait_for(running, 5)
+    assert store.ids == ids[:20]
+
+    assert await journal.drain() == 10
+    assert store.ids == ids
+    assert await pending_count(client, channels) == 0
+
+
+async def _pending_is(client: aioredis.Redis, channels: Channels, count: int) -> bool:
+    """Whether `count` entries are delivered and unacknowledged (False before the group exists)."""
+    try:
+        return await pending_count(client, channels) == count
+    except ResponseError as error:
+        if "NOGROUP" not in str(error):
+            raise
+        return False

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 from dataclasses import replace
 from datetime import timedelta
 
 import redis.asyncio as aioredis
 from pydantic import SecretStr
+from redis.exceptions import ResponseError
 from sqlalchemy import Engine
 
 from config import StorageSettings
@@ -161,6 +163,68 @@ async def reap(task: asyncio.Task[None], storage: StorageService, client: aiored
     with contextlib.suppress(asyncio.CancelledError, *CONNECTION_ERRORS):
         await task
     await client.aclose()
+
+
+class GatedWriter(RowWriter):
+    """A `RowWriter` whose first batch waits (in its worker thread) for the test's gate."""
+
+    def __init__(self, engine: Engine) -> None:
+        super().__init__(engine)
+        self.gate = threading.Event()
+        self.batches = 0
+
+    def write(self, entries: list[JournalEntry]) -> int:
+        self.batches += 1
+        if self.batches == 1:
+            self.gate.wait(timeout=10)
+        return super().write(entries)
+
+
+async def test_a_batch_read_ahead_is_acknowledged_only_after_its_rows_commit(
+    redis_url: str, channels: Channels, client: aioredis.Redis, engine: Engine
+) -> None:
+    """While the first batch is being written, the next is read but neither is acknowledged."""
+    events = ticks(30)
+    await publish(redis_url, channels, events)
+    storage = service(engine, client, channels, batch_size=10)
+    storage.writer = writer = GatedWriter(engine)
+    await storage.start()
+    await eventually(lambda: pending_is(client, channels, 20), message="one batch read ahead")
+    assert (writer.batches, row_counts(engine)["ticks"]) == (1, 0)
+
+    writer.gate.set()
+    await eventually(lambda: storage.reader.handled == 30, message="all handled")
+    await storage.stop()
+    assert stored_events(engine) == by_id(events)
+    assert await pending(client, channels) == 0
+
+
+async def test_stop_while_a_batch_is_written_and_one_read_ahead_leaves_nothing_behind(
+    redis_url: str, channels: Channels, client: aioredis.Redis, engine: Engine
+) -> None:
+    """stop() mid-batch: the batch in hand, the one read ahead and the rest are all stored."""
+    events = ticks(35)
+    await publish(redis_url, channels, events)
+    storage = service(engine, client, channels, batch_size=10)
+    storage.writer = writer = GatedWriter(engine)
+    await storage.start()
+    await eventually(lambda: pending_is(client, channels, 20), message="one batch read ahead")
+    stopping = asyncio.create_task(storage.stop())
+    writer.gate.set()
+    await stopping
+
+    assert stored_events(engine) == by_id(events)
+    assert await pending(client, channels) == 0
+
+
+async def pending_is(client: aioredis.Redis, channels: Channels, count: int) -> bool:
+    """Whether `count` entries are delivered and unacknowledged (False before the group exists)."""
+    try:
+        return await pending(client, channels) == count
+    except ResponseError as error:
+        if "NOGROUP" not in str(error):
+            raise
+        return False
 
 
 async def test_poison_event_is_dead_lettered_with_its_reason_and_the_rest_go_on(
