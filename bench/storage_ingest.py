@@ -97,9 +97,10 @@ async def journal_ingest(engine: Engine, redis_url: str, ticks: list[Tick], batc
     storage = StorageService(engine, client, channels=channels, batch_size=batch, block_ms=10)
     try:
         started = time.perf_counter()
-        while storage.reader.handled < len(ticks):
-            await storage.reader.read_once()
-        return time.perf_counter() - started
+        await storage.reader.drain()
+        seconds = time.perf_counter() - started
+        assert storage.reader.handled == len(ticks), storage.reader.handled
+        return seconds
     finally:
         await client.delete(channels.journal, channels.dead_letter)
         await client.aclose()
