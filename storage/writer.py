@@ -7,8 +7,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Dialect, Engine, Float, Insert, Table, func
+from sqlalchemy import Connection, Dialect, Engine, Float, Insert, Table, func, sql
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.sql.compiler import SQLCompiler
 
 from event_bus import JournalEntry
 from storage.models import OrderRow
@@ -30,6 +31,10 @@ class RowWriter:
     """Turns journal entries into rows: inserts that ignore what is already there (by event id,
     by (symbol, start, seconds) for bars, by execution id for fills), and an upsert of each
     order's latest state beside its history.
+
+    SQLite gets each table's rows through the driver's `executemany`. PostgreSQL (psycopg) gets
+    them through a staging table: COPY, then one INSERT ... SELECT with the same conflict rules,
+    which costs this process a third of the CPU of `executemany` (see bench/storage_ingest.py).
     """
 
     def __init__(self, engine: Engine) -> None:
@@ -40,6 +45,7 @@ class RowWriter:
             )
         self.engine = engine
         self._insert = insert
+        self._staged = engine.dialect.driver == "psycopg"
         self._prepared: dict[Table, _PreparedInsert] = {}
 
     def write(self, entries: list[JournalEntry]) -> int:
@@ -55,24 +61,36 @@ class RowWriter:
     ) -> None:
         build = ROW_BUILDERS.get(table)
         if build is None:  # a column per event field: no row dict needed
-            self._prepare(table).execute_events(connection, [entry.event for entry in entries])
+            prepared = self._prepare(connection, table)
+            prepared.execute_events(connection, [entry.event for entry in entries])
             return
         rows = [build(entry) for entry in entries]
         if table is FILLS:
             rows = _merge_by_key(rows, "execution_id", _merge_fill)
-        self._prepare(table).execute(connection, rows)
+        self._prepare(connection, table).execute(connection, rows)
         if table is ORDER_HISTORY:
             latest = _merge_by_key([_latest_state(row) for row in rows], "order_key", _merge_order)
-            self._prepare(ORDERS).execute(connection, latest)
+            self._prepare(connection, ORDERS).execute(connection, latest)
 
-    def _prepare(self, table: Table) -> _PreparedInsert:
+    def _prepare(self, connection: Connection, table: Table) -> _PreparedInsert:
         if table not in self._prepared:
-            statement = self._build_statement(table)
-            self._prepared[table] = _PreparedInsert.of(statement, table, self.engine.dialect)
+            dialect = self.engine.dialect
+            if self._staged:
+                send: _Send = _CopyThenInsert.of(connection, self._build_statement, table)
+                names = tuple(column.name for column in table.c)
+            else:
+                compiled = self._build_statement(table).compile(dialect=dialect)
+                send = _ExecuteMany.of(compiled, table)
+                names = send.names
+            self._prepared[table] = _PreparedInsert.of(names, table, dialect, send)
         return self._prepared[table]
 
-    def _build_statement(self, table: Table) -> Insert:
+    def _build_statement(self, table: Table, source: Any = None) -> Insert:
+        """The insert of `table`'s rows (one row of parameters, or those `source` selects) with
+        the table's conflict rule."""
         statement: Any = self._insert(table)
+        if source is not None:
+            statement = statement.from_select([column.name for column in table.c], source)
         if table is ORDERS:
             return _upsert_latest_order(statement)
         if table is FILLS:
@@ -80,29 +98,28 @@ class RowWriter:
         return statement.on_conflict_do_nothing()
 
 
+_Send = Callable[[Connection, list[tuple[Any, ...]]], None]  # rows of values, in column order
+
+
 @dataclass(frozen=True, slots=True)
 class _PreparedInsert:
-    """An insert compiled once, executed with the driver's `executemany`.
+    """Rows or events to tuples of database values, in the order `send` takes them.
 
     What `Connection.execute(statement, rows)` does, minus its per-row generality, which cost
     two thirds of the time of a batch of ticks (see bench/storage_ingest.py). Values still go
     through each column type's own bind processor, so what is stored is the same.
     """
 
-    sql: str
-    names: tuple[str, ...]  # parameter names, in the statement's order
+    names: tuple[str, ...]  # column names, in the order `send` takes their values
     values_of: Callable[[Row], tuple[Any, ...]]  # a row's values in that order
     attributes_of: Callable[[Any], tuple[Any, ...]]  # the same from an event (event_id: its id)
     processors: tuple[tuple[int, Callable[[Any], Any]], ...]  # value index -> bind processor
-    positional: bool
+    send: _Send
 
     @classmethod
-    def of(cls, statement: Insert, table: Table, dialect: Dialect) -> _PreparedInsert:
-        compiled = statement.compile(dialect=dialect)
-        names = tuple(
-            compiled.positiontup
-            or [column.name for column in table.c if column.name in compiled.binds]
-        )
+    def of(
+        cls, names: tuple[str, ...], table: Table, dialect: Dialect, send: _Send
+    ) -> _PreparedInsert:
         processors = tuple(
             (index, process)
             for index, name in enumerate(names)
@@ -111,30 +128,96 @@ class _PreparedInsert:
         )
         attributes = ["id" if name == "event_id" else name for name in names]
         return cls(
-            compiled.string,
             names,
             operator.itemgetter(*names, names[0]),  # a tuple even for one name; the extra is cut
             operator.attrgetter(*attributes, attributes[0]),
             processors,
-            bool(compiled.positiontup),
+            send,
         )
 
     def execute(self, connection: Connection, rows: list[Row]) -> None:
-        self._send(connection, [self._convert(self.values_of(row)) for row in rows])
+        self.send(connection, [self._convert(self.values_of(row)) for row in rows])
 
     def execute_events(self, connection: Connection, events: list[Any]) -> None:
-        self._send(connection, [self._convert(self.attributes_of(event)) for event in events])
-
-    def _send(self, connection: Connection, parameters: list[Any]) -> None:
-        if not self.positional:
-            parameters = [dict(zip(self.names, values, strict=True)) for values in parameters]
-        connection.exec_driver_sql(self.sql, parameters)
+        self.send(connection, [self._convert(self.attributes_of(event)) for event in events])
 
     def _convert(self, values: tuple[Any, ...]) -> tuple[Any, ...]:
         converted = list(values[:-1])
         for index, process in self.processors:
             converted[index] = process(converted[index])
         return tuple(converted)
+
+
+@dataclass(frozen=True, slots=True)
+class _ExecuteMany:
+    """An insert compiled once, executed with the driver's `executemany`."""
+
+    sql: str
+    names: tuple[str, ...]  # parameter names, in the statement's order
+    positional: bool
+
+    @classmethod
+    def of(cls, compiled: SQLCompiler, table: Table) -> _ExecuteMany:
+        names = tuple(
+            compiled.positiontup
+            or [column.name for column in table.c if column.name in compiled.binds]
+        )
+        return cls(compiled.string, names, bool(compiled.positiontup))
+
+    def __call__(self, connection: Connection, parameters: list[tuple[Any, ...]]) -> None:
+        if not self.positional:
+            named = [dict(zip(self.names, values, strict=True)) for values in parameters]
+            connection.exec_driver_sql(self.sql, named)
+            return
+        connection.exec_driver_sql(self.sql, parameters)
+
+
+@dataclass(frozen=True, slots=True)
+class _CopyThenInsert:
+    """PostgreSQL: COPY the rows (binary) into a staging table, then move them with one
+    INSERT ... SELECT that applies the table's conflict rule.
+
+    The staging table is a temporary one of the database session, with the table's columns and
+    none of its constraints (the table's own apply in the INSERT, raising SQLAlchemy's errors as
+    before), emptied by every commit. Each batch creates it if missing: a transaction that rolled
+    back took its creation with it.
+    """
+
+    create_sql: str
+    copy_sql: str
+    insert_sql: str
+    type_oids: tuple[int, ...]  # each column's type, for COPY's binary format
+
+    @classmethod
+    def of(
+        cls, connection: Connection, build: Callable[[Table, Any], Insert], target: Table
+    ) -> _CopyThenInsert:
+        preparer = connection.dialect.identifier_preparer
+        names = [column.name for column in target.c]
+        columns = ", ".join(map(preparer.quote, names))
+        source = preparer.format_table(target)
+        staging = sql.table(f"_staging_{target.name}", *map(sql.column, names))
+        insert = build(target, sql.select(*staging.c)).compile(dialect=connection.dialect)
+        driver: Any = connection.connection.driver_connection
+        with driver.cursor() as cursor:
+            cursor.execute(f"SELECT {columns} FROM {source} WHERE false")
+            type_oids = tuple(described.type_code for described in cursor.description)
+        return cls(
+            f"CREATE TEMPORARY TABLE IF NOT EXISTS {preparer.quote(staging.name)}"
+            f" ON COMMIT DELETE ROWS AS SELECT {columns} FROM {source} WITH NO DATA",
+            f"COPY {preparer.quote(staging.name)} ({columns}) FROM STDIN (FORMAT BINARY)",
+            insert.string,
+            type_oids,
+        )
+
+    def __call__(self, connection: Connection, parameters: list[tuple[Any, ...]]) -> None:
+        connection.exec_driver_sql(self.create_sql)
+        driver: Any = connection.connection.driver_connection
+        with driver.cursor() as cursor, cursor.copy(self.copy_sql) as copy:
+            copy.set_types(list(self.type_oids))
+            for values in parameters:
+                copy.write_row(values)
+        connection.exec_driver_sql(self.insert_sql)
 
 
 def _upsert_latest_order(statement: Any) -> Insert:

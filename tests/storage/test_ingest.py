@@ -8,10 +8,12 @@ import threading
 from dataclasses import replace
 from datetime import timedelta
 
+import pytest
 import redis.asyncio as aioredis
 from pydantic import SecretStr
 from redis.exceptions import ResponseError
 from sqlalchemy import Engine
+from sqlalchemy.exc import IntegrityError
 
 from config import StorageSettings
 from event_bus import CONNECTION_ERRORS, Channels, JournalEntry
@@ -260,6 +262,22 @@ async def test_stop_while_idle_returns_and_restart_goes_on(
     await again.stop()
 
     assert stored_events(engine) == by_id(events)
+
+
+def test_a_batch_after_one_the_database_refused_is_stored(engine: Engine) -> None:
+    """A refused batch rolls back whole; the next one, on the same or a new connection, is stored
+    (on PostgreSQL the rollback also undid the staging table's creation)."""
+    fill = next(event for event in every_kind() if isinstance(event, Fill))
+    poison = replace(fill, id="poison", execution_id="bad", quantity=0)
+    later = ticks(2, start=2)
+    writer = RowWriter(engine)
+    with pytest.raises(IntegrityError):
+        writer.write(entries([*ticks(2), poison]))
+    writer.write(entries(later))
+    engine.dispose()
+    writer.write(entries([fill]))
+
+    assert stored_events(engine) == by_id([*later, fill])
 
 
 def test_order_update_of_an_external_order_is_keyed_by_its_perm_id(engine: Engine) -> None:
