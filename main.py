@@ -153,6 +153,7 @@ def build_bus(settings: BusSettings) -> RedisEventBus:
         outbox_capacity=settings.bus_outbox_capacity,
         queue_size=settings.bus_queue_size,
         reconnect_cap_seconds=settings.bus_reconnect_cap_seconds,
+        linger_seconds=settings.bus_linger_ms / 1000,
     )
 
 
@@ -216,6 +217,11 @@ class Daemon:
         self.build = build
         self.heartbeat_seconds = heartbeat_seconds
         self.names = _in_start_order(names)
+        if "market_data" in self.names:
+            # Ticks and bars come from this process's market data: the other modules here take
+            # them from it directly, not back from Redis (which still gets them for the rest).
+            kinds = ("tick", "bar")
+            bus.publishes_alone(*(bus.channels.instrument(kind, "*") for kind in kinds))
         self.metrics = self._metrics(metrics) if metrics and metrics.metrics_port else None
         self._running: dict[str, tuple[Module, HeartbeatPublisher]] = {}  # name -> live module
         self._restarts: dict[str, list[float]] = {}  # name -> monotonic times of its restarts

@@ -107,14 +107,24 @@ class RedisEventBus:
     pattern with glob characters by PSUBSCRIBE, an exact channel name by SUBSCRIBE).
 
     - Publishing only queues the encoded event in a bounded `Outbox`; one flusher task sends what
-      has accumulated as one pipeline, so a burst costs one round trip. While Redis is away the
-      outbox holds events and delivers them in order when it returns (at least once: a batch cut
-      off mid-flight is sent again, and consumers deduplicate by event id).
+      has accumulated as one pipeline, so a burst costs one round trip. With `linger_seconds`,
+      market data alone waits that long for company (fewer, larger writes: each write to a
+      local socket costs the kernel ~100 us on a small VM); orders, fills and signals never
+      wait. While Redis is away the outbox holds events and delivers them in order when it
+      returns (at least once: a batch cut off mid-flight is sent again, and consumers
+      deduplicate by event id).
     - One reader task owns the pub/sub connection; on loss it reconnects with backoff,
       subscribes every pattern again and replays from the journal the non-droppable events
       published while it was away (deduplicated by id), so no order, fill or signal is missed.
     - A payload that does not decode, or arrives on a channel it does not belong on, is logged
       with its channel and reason, counted in `stats.rejected`, and skipped.
+    - With `local_delivery` (the default), an event published here reaches this bus's own
+      matching subscriptions at once, without the round trip through Redis; Redis still gets
+      it for every other process, watcher and the journal, and the copy Redis sends back is
+      recognised by its bytes and skipped. Modules in one process then hand events on in
+      microseconds, and the pub/sub copies they would have decoded again cost a lookup.
+      Channels only this process publishes on (`publishes_alone`: the daemon declares ticks
+      and bars when market data runs in it) are not subscribed in Redis at all.
     """
 
     def __init__(
@@ -129,6 +139,8 @@ class RedisEventBus:
         batch_size: int = 1_000,
         reconnect_cap_seconds: float = 30.0,
         replay_margin_seconds: float = 5.0,
+        local_delivery: bool = True,
+        linger_seconds: float = 0.0,
     ) -> None:
         self.redis = redis
         self.channels = channels or Channels()
@@ -138,6 +150,8 @@ class RedisEventBus:
         self.queue_size = queue_size
         self.batch_size = batch_size
         self.replay_margin_seconds = replay_margin_seconds
+        self.local_delivery = local_delivery
+        self.linger_seconds = linger_seconds
         self._outbox = Outbox(outbox_capacity)
         self._script_sha = hashlib.sha1(PUBLISH_BATCH_SCRIPT.encode()).hexdigest().encode()
         self._reconnect_cap = reconnect_cap_seconds
@@ -161,6 +175,14 @@ class RedisEventBus:
         self._log_rejected = ThrottledLog("event_rejected")
         self._log_dropped = ThrottledLog("event_dropped")
         self._log_connect_failed = ThrottledLog("bus_connect_failed", per_second=0.2)
+        # channel -> the subscribed patterns it matches (forgotten at every new subscription)
+        self._matching: dict[str, list[str]] = {}
+        # (pattern, payload) delivered locally -> copies Redis is still to send back; bounded
+        # (a copy lost with a connection is never sent), the oldest forgotten first
+        self._echoes: OrderedDict[tuple[str, bytes], int] = OrderedDict()
+        self._echoes_cap = 4 * outbox_capacity
+        self._published_alone: set[str] = set()  # patterns only this process publishes on
+        self._local_only: set[str] = set()  # subscribed patterns served without Redis
         # The last payload decoded: a message matching several subscriptions arrives once per
         # subscription, back to back, and is decoded once (events are immutable, so shared).
         self._last_decoded: tuple[str, bytes, Event | None] = ("", b"", None)
@@ -179,7 +201,7 @@ class RedisEventBus:
             asyncio.create_task(self._read_forever(), name="bus:reader"),
             asyncio.create_task(self._flush_forever(), name="bus:flusher"),
         ]
-        if self._subscriptions:
+        if self._redis_patterns():
             await self._wait_connected(wait_seconds)
 
     async def stop(self, *, timeout: float = 5.0) -> None:
@@ -218,19 +240,23 @@ class RedisEventBus:
     # Publishing
 
     async def publish(self, event: Event) -> None:
-        """Queue `event` for its channel and the journal. Waits only when the outbox is full."""
-        await self._enqueue(event, publish=True)
+        """Queue `event` for its channel and the journal, and hand it to this bus's own
+        matching subscriptions. Waits only when the outbox or a subscription's queue is full."""
+        channel, payload = await self._enqueue(event, publish=True)
+        if self.local_delivery:
+            await self._deliver_locally(channel, payload, event)
 
     async def append_to_journal(self, event: Event) -> None:
         """Record `event` in the journal without publishing it: for an event that arrived by a
         plain `PUBLISH` (a manual signal) and so is not in the journal yet."""
         await self._enqueue(event, publish=False)
 
-    async def _enqueue(self, event: Event, *, publish: bool) -> None:
+    async def _enqueue(self, event: Event, *, publish: bool) -> tuple[str, bytes]:
         payload = self.codec.encode(event)
         event_type = type(event).__name__
+        channel = self.channels.for_event(event)
         dropped = await self._outbox.put(
-            self.channels.for_event(event), payload, event_type, type(event).droppable, publish
+            channel, payload, event_type, type(event).droppable, publish
         )
         if dropped is not None:
             self.stats.dropped[dropped.event_type] += 1
@@ -240,11 +266,45 @@ class RedisEventBus:
                 dropped_total=sum(self.stats.dropped.values()),
             )
         (self.stats.published if publish else self.stats.journaled)[event_type] += 1
+        return channel, payload
+
+    def _patterns_matching(self, channel: str) -> list[str]:
+        """The subscribed patterns `channel` matches (remembered per channel)."""
+        patterns = self._matching.get(channel)
+        if patterns is None:
+            if len(self._matching) >= 100_000:  # channels come and go; keep it bounded
+                self._matching.clear()
+            patterns = [p for p in self._subscriptions if fnmatchcase(channel, p)]
+            self._matching[channel] = patterns
+        return patterns
+
+    async def _deliver_locally(self, channel: str, payload: bytes, event: Event) -> None:
+        patterns = self._patterns_matching(channel)
+        echoes, local_only = self._echoes, self._local_only
+        for pattern in patterns:
+            if pattern not in local_only:  # Redis will send it back too
+                key = (pattern, payload)
+                echoes[key] = echoes.get(key, 0) + 1
+                if len(echoes) > self._echoes_cap:
+                    echoes.popitem(last=False)
+            await self._hand_over(pattern, channel, event)
+
+    def _is_echo(self, pattern: str, payload: bytes) -> bool:
+        """Redis's copy of an event this bus delivered locally: forget it, skip it."""
+        key = (pattern, payload)
+        expected = self._echoes.get(key)
+        if expected is None:
+            return False
+        if expected == 1:
+            del self._echoes[key]
+        else:
+            self._echoes[key] = expected - 1
+        return True
 
     async def _flush_forever(self) -> None:
         backoff = Backoff(0.05, self._reconnect_cap)
         while True:
-            batch = await self._outbox.take(self.batch_size)
+            batch = await self._outbox.take(self.batch_size, linger=self.linger_seconds)
             while not await self._send(batch):
                 await asyncio.sleep(backoff.next_delay())
             backoff.reset()
@@ -295,6 +355,24 @@ class RedisEventBus:
 
     # Subscribing
 
+    def publishes_alone(self, *patterns: str) -> None:
+        """Declare that no other process publishes on channels matching `patterns`.
+
+        Later subscriptions within them (the same pattern, or an exact channel it matches) are
+        served by local delivery only, with no SUBSCRIBE in Redis and so no copy of each event
+        to read back. Without local delivery this does nothing.
+        """
+        self._published_alone.update(patterns)
+
+    def _served_locally(self, pattern: str) -> bool:
+        return self.local_delivery and any(
+            pattern == alone or (is_exact(pattern) and fnmatchcase(pattern, alone))
+            for alone in self._published_alone
+        )
+
+    def _redis_patterns(self) -> list[str]:
+        return [pattern for pattern in self._subscriptions if pattern not in self._local_only]
+
     async def subscribe(
         self, pattern: str, handler: Handler, *, name: str | None = None
     ) -> Subscription:
@@ -308,7 +386,12 @@ class RedisEventBus:
         subscription.start()
         first = pattern not in self._subscriptions
         self._subscriptions.setdefault(pattern, []).append(subscription)
+        self._matching.clear()
         self._recent.setdefault(pattern, RecentIds(100_000))
+        if first and self._served_locally(pattern):
+            self._local_only.add(pattern)
+        if pattern in self._local_only:
+            return subscription
         self._has_patterns.set()
         if first and self._subscriber is not None:
             await self._subscribe_now(self._subscriber, pattern)
@@ -356,7 +439,7 @@ class RedisEventBus:
         await subscriber.connect()
         # From here on, subscribe() sends its own (P)SUBSCRIBE; those added so far go now.
         self._subscriber = subscriber
-        self._unconfirmed = set(self._subscriptions)
+        self._unconfirmed = set(self._redis_patterns())
         exact = [pattern for pattern in self._unconfirmed if is_exact(pattern)]
         patterns = [pattern for pattern in self._unconfirmed if not is_exact(pattern)]
         if exact:
@@ -425,11 +508,14 @@ class RedisEventBus:
         kind = message[0]
         if kind == b"pmessage":
             self._last_message_at = time.time()
-            await self._deliver(message[1].decode(), message[2].decode(), message[3])
+            pattern = message[1].decode()
+            if not self._is_echo(pattern, message[3]):
+                await self._deliver(pattern, message[2].decode(), message[3])
         elif kind == b"message":
             self._last_message_at = time.time()
             channel = message[1].decode()
-            await self._deliver(channel, channel, message[2])
+            if not self._is_echo(channel, message[2]):
+                await self._deliver(channel, channel, message[2])
         elif kind in (b"psubscribe", b"subscribe"):
             pattern = message[1].decode()
             self._confirm(pattern)
@@ -485,8 +571,8 @@ class RedisEventBus:
     async def _replay_entry(self, fields: dict[bytes, bytes]) -> int:
         channel = fields.get(b"channel", b"").decode()
         delivered = 0
-        for pattern in self._subscriptions:
-            if fnmatchcase(channel, pattern):
+        for pattern in self._patterns_matching(channel):
+            if pattern not in self._local_only:
                 delivered += await self._deliver(
                     pattern, channel, fields.get(b"event", b""), replaying=True
                 )
@@ -499,8 +585,14 @@ class RedisEventBus:
         if payload != last_payload or channel != last_channel:
             event = self._decode(channel, payload)
             self._last_decoded = (channel, payload, event)
+        elif event is None:  # the same bad payload again: one rejection per delivery, as ever
+            self._decode(channel, payload)
         if event is None or (replaying and event.droppable):
             return 0
+        return await self._hand_over(pattern, channel, event)
+
+    async def _hand_over(self, pattern: str, channel: str, event: Event) -> int:
+        """Queue `event` for `pattern`'s subscriptions unless they had it already (by id)."""
         if not event.droppable and not self._recent[pattern].add(event.id):
             self.stats.duplicates[type(event).__name__] += 1
             return 0

@@ -38,7 +38,8 @@ class SubscriberSocket:
         if messages:
             return messages
         assert self._stream is not None, "connect() first"
-        data = await asyncio.wait_for(self._stream.read(1 << 16), timeout)
+        async with asyncio.timeout(timeout):  # no task per read, unlike wait_for
+            data = await self._stream.read(1 << 16)
         if not data:
             raise ConnectionError("Redis closed the subscriber connection")
         self._parser.feed(data)

@@ -314,7 +314,7 @@ async def test_an_event_delivered_to_several_subscriptions_is_decoded_once(
     redis_url: str, channels: Channels, make_bus: BusFactory
 ) -> None:
     """The copies Redis sends for each matching subscription share one decoded event; a bad
-    payload matched twice is one rejection."""
+    payload is rejected for each subscription it reached."""
     bus = make_bus(redis_url)
     exact, pattern, everything = Recorder(), Recorder(), Recorder()
     await bus.subscribe(channels.instrument("fill", "AAPL"), exact)
@@ -323,10 +323,11 @@ async def test_an_event_delivered_to_several_subscriptions_is_decoded_once(
     await bus.start()
     await bus.redis.publish(channels.instrument("fill", "AAPL"), b"not json")
     fill = SampleFill(symbol="AAPL", quantity=3)
-    await bus.publish(fill)
+    await bus.redis.publish(channels.instrument("fill", "AAPL"), bus.codec.encode(fill))
     await eventually(lambda: len(exact.events) + len(pattern.events) + len(everything.events) == 3)
     assert exact.events[0] is pattern.events[0] is everything.events[0]
-    assert bus.stats.rejected[channels.instrument("fill", "AAPL")] == 1
+    assert exact.events[0] == fill
+    assert bus.stats.rejected[channels.instrument("fill", "AAPL")] == 3
 
 
 async def test_exact_channels_are_subscribed_again_and_replayed_after_a_restart(
@@ -353,3 +354,97 @@ async def test_exact_channels_are_subscribed_again_and_replayed_after_a_restart(
     await subscriber.drain()
     assert [e.sequence for e in received.events] == list(range(11))  # type: ignore[attr-defined]
     assert {e.symbol for e in received.events} == {"A"}  # type: ignore[attr-defined]
+
+
+async def test_own_events_are_delivered_locally_once_and_others_through_redis(
+    redis_url: str, channels: Channels, make_bus: BusFactory
+) -> None:
+    """An event published on this bus reaches its own subscriber without waiting for Redis,
+    and the copy Redis sends back is skipped; another process's event arrives through Redis."""
+    bus = make_bus(redis_url)
+    fills, everything = Recorder(), Recorder()
+    await bus.subscribe(channels.instrument("fill", "*"), fills)
+    await bus.subscribe(channels.everything, everything)
+    await bus.start()
+    mine = SampleFill(symbol="AAPL", quantity=1)
+    await bus.publish(mine)
+    assert bus.stats.published["SampleFill"] == 1
+    await bus.drain()  # the handlers ran; Redis's copies may not have come back yet
+    assert fills.events == [mine] and everything.events == [mine]
+
+    theirs = SampleFill(symbol="MSFT", quantity=2)
+    await bus.redis.publish(channels.instrument("fill", "MSFT"), bus.codec.encode(theirs))
+    await eventually(lambda: len(fills.events) == 2 and len(everything.events) == 2)
+    await eventually(lambda: not bus._echoes, message="Redis's copies of our event came back")
+    await bus.drain()
+    assert fills.events == [mine, theirs]
+    assert everything.events == [mine, theirs]
+    assert bus.stats.duplicates["SampleFill"] == 0  # the copies were not even decoded
+
+
+async def test_local_delivery_goes_on_while_redis_is_away(
+    embedded_redis: EmbeddedRedis, make_bus: BusFactory
+) -> None:
+    """Modules in one process keep handing events on while Redis is down; the journal gets
+    them when it is back, and the subscriber sees each once."""
+    bus = make_bus(embedded_redis.url)
+    received = Recorder()
+    await bus.subscribe(bus.channels.instrument("fill", "*"), received)
+    await bus.start()
+    embedded_redis.kill()
+    fills = [SampleFill(symbol="A", quantity=1, sequence=n) for n in range(5)]
+    for fill in fills:
+        await bus.publish(fill)
+    await eventually(lambda: received.events == fills, message="delivered with Redis down")
+    await embedded_redis.start()
+    await eventually(lambda: bus.connected and len(bus._outbox) == 0, timeout=15)
+
+    async def journaled() -> bool:
+        return await bus.redis.xlen(bus.channels.journal) == 5
+
+    await eventually(journaled, message="the journal has the 5 fills")
+    await bus.drain()
+    assert received.events == fills
+
+
+async def test_without_local_delivery_every_event_goes_through_redis(
+    redis_url: str, channels: Channels, make_bus: BusFactory
+) -> None:
+    """local_delivery=False: nothing is handed over before Redis sends it back."""
+    bus = make_bus(redis_url, local_delivery=False)
+    received = Recorder()
+    await bus.subscribe(channels.instrument("fill", "*"), received)
+    await bus.start()
+    fill = SampleFill(symbol="AAPL", quantity=1)
+    await bus.publish(fill)
+    assert received.events == [] and not bus._echoes
+    await eventually(lambda: received.events == [fill])
+
+
+async def test_channels_published_alone_are_not_subscribed_in_redis(
+    redis_url: str, channels: Channels, make_bus: BusFactory
+) -> None:
+    """After publishes_alone(quotes), quote subscriptions are served locally only: Redis has
+    no such subscription and sends nothing back; other kinds still go through Redis."""
+    bus = make_bus(redis_url)
+    bus.publishes_alone(channels.instrument("tick", "*"))
+    quotes, one_quote, fills = Recorder(), Recorder(), Recorder()
+    await bus.subscribe(channels.instrument("tick", "*"), quotes)
+    await bus.subscribe(channels.instrument("tick", "AAPL"), one_quote)
+    await bus.subscribe(channels.instrument("fill", "*"), fills)
+    await bus.start()
+    server = aioredis.Redis.from_url(redis_url)
+    try:
+        assert await server.pubsub_channels(f"{channels.prefix}:*") == []
+        patterns = await server.execute_command("PUBSUB", "NUMPAT")
+        assert patterns >= 1  # fill:*
+    finally:
+        await server.aclose()
+    quote = SampleQuote(symbol="AAPL", price=1.5)
+    await bus.publish(quote)
+    await bus.drain()
+    assert quotes.events == [quote] and one_quote.events == [quote]
+    assert not bus._echoes  # no copy will come back for the quote subscriptions
+    theirs = SampleFill(symbol="MSFT", quantity=2)
+    await bus.redis.publish(channels.instrument("fill", "MSFT"), bus.codec.encode(theirs))
+    await eventually(lambda: fills.events == [theirs])
