@@ -52,6 +52,7 @@ class BusSettings(_Section):
     journal_maxlen: int = Field(1_000_000, ge=1_000)
     bus_outbox_capacity: int = Field(100_000, ge=100)
     bus_queue_size: int = Field(10_000, ge=10)
+    bus_linger_ms: float = Field(2.0, ge=0, le=100)
     redis_timeout_seconds: float = Field(5.0, gt=0)
     bus_reconnect_cap_seconds: float = Field(30.0, gt=0)
     heartbeat_seconds: float = Field(5.0, gt=0)  # a module silent 3x this long is reported missing

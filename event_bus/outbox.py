@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 from collections import deque
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ class Outbox:
         self._in_flight = 0
         self._sequence = itertools.count()
         self._not_empty = asyncio.Event()
+        self._has_critical = asyncio.Event()
         self._has_room = asyncio.Event()
         self._empty = asyncio.Event()
         self._empty.set()
@@ -62,16 +64,27 @@ class Outbox:
         (self._droppable if droppable else self._critical).append(item)
         self._empty.clear()
         self._not_empty.set()
+        if not droppable:
+            self._has_critical.set()
         return evicted
 
     def _evict_for_critical(self) -> Outgoing | None:
         return self._droppable.popleft() if self._droppable else None
 
-    async def take(self, limit: int) -> list[Outgoing]:
-        """Wait for events, then take up to `limit` of them, oldest first, as in flight."""
+    async def take(self, limit: int, *, linger: float = 0.0) -> list[Outgoing]:
+        """Wait for events, then take up to `limit` of them, oldest first, as in flight.
+
+        With `linger`, market data alone waits up to that long for more to join it (one write
+        to Redis for several ticks instead of one each); any other event ends the wait at once.
+        """
         while not (self._critical or self._droppable):
             self._not_empty.clear()
             await self._not_empty.wait()
+        if linger and not self._critical and len(self._droppable) < limit:
+            self._has_critical.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(linger):
+                    await self._has_critical.wait()
         batch: list[Outgoing] = []
         critical, droppable = self._critical, self._droppable
         while len(batch) < limit and (critical or droppable):

@@ -55,6 +55,24 @@ async def test_full_outbox_of_critical_events_makes_the_publisher_wait() -> None
     assert [item.channel for item in await outbox.take(10)] == ["f2"]
 
 
+async def test_market_data_lingers_for_company_and_a_critical_event_ends_the_wait() -> None:
+    """With a linger, ticks put while the first waits go in the same batch; an order put
+    during the wait sends everything at once instead of waiting out the linger."""
+    outbox = Outbox(100)
+    await outbox.put("tick:A", b"1", "Tick", True)
+    taking = asyncio.create_task(outbox.take(10, linger=0.5))
+    await asyncio.sleep(0)  # the take is now lingering
+    await outbox.put("tick:B", b"2", "Tick", True)
+    assert not taking.done()
+    await outbox.put("order:A", b"3", "OrderUpdate", False)
+    batch = await asyncio.wait_for(taking, 0.25)  # well before the linger's 0.5 s
+    assert [item.payload for item in batch] == [b"1", b"2", b"3"]
+
+    await outbox.put("fill:A", b"4", "Fill", False)
+    batch = await asyncio.wait_for(outbox.take(10, linger=60), 1)  # critical: no linger at all
+    assert [item.payload for item in batch] == [b"4"]
+
+
 async def test_subscription_conflates_market_data_beyond_its_bound() -> None:
     """A full queue keeps only the newest quote per channel, and counts what it replaced."""
     stats = BusStats()
