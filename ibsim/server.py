@@ -228,10 +228,11 @@ class Simulator:
                 continue  # gone or cancelled since the step began
             instrument = self.instruments[symbol]
             delayed = session.market_data_type in (3, 4)
-            session.write(payloads.encode_quote(req_id, instrument, epoch, delayed))
-            self.ticks_sent += 1
-            if listener is not None:
+            quote = payloads.encode_quote(req_id, instrument, epoch, delayed)
+            if listener is not None:  # stamped before the write: the reader may be faster
                 listener(symbol, instrument.last, time.perf_counter_ns())
+            session.write(quote)
+            self.ticks_sent += 1
 
     async def _pace_quotes(self, start: float, interval: float) -> None:
         """Write this step's quotes in slices spread evenly from `start` over `interval`.
