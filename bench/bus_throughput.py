@@ -53,11 +53,19 @@ async def publish_all(bus: RedisEventBus, events: list[Tick]) -> None:
             await asyncio.sleep(0)  # a producer's loop iteration: let the flusher send a batch
 
 
-async def bus_one_process(url: str, count: int) -> float:
+async def bus_one_process(url: str, count: int, *, one_bus: bool = False) -> float:
+    """Two buses in one process (every event through Redis), or with `one_bus` a bus that
+    delivers to its own subscriber (local delivery; Redis still gets every event)."""
     channels = Channels(f"bench-{uuid.uuid4().hex[:8]}")
     events = ticks(count)
-    subscriber = RedisEventBus.from_url(url, channels=channels, queue_size=count)
-    publisher = RedisEventBus.from_url(url, channels=channels, outbox_capacity=count)
+    subscriber = RedisEventBus.from_url(
+        url, channels=channels, queue_size=count, outbox_capacity=count
+    )
+    publisher = (
+        subscriber
+        if one_bus
+        else RedisEventBus.from_url(url, channels=channels, outbox_capacity=count)
+    )
     received = 0
     done = asyncio.Event()
 
@@ -74,9 +82,11 @@ async def bus_one_process(url: str, count: int) -> float:
     await publish_all(publisher, events)
     await asyncio.wait_for(done.wait(), 120)
     elapsed = time.perf_counter() - started
+    await publisher.drain()  # Redis has every event too before the next row starts
     await publisher.redis.delete(channels.journal)
     await publisher.stop()
-    await subscriber.stop()
+    if not one_bus:
+        await subscriber.stop()
     return count / elapsed
 
 
@@ -194,6 +204,10 @@ def main() -> None:
     with redis_server() as url:
         rows = [
             ("bus, one process (journal on, validated)", asyncio.run(bus_one_process(url, count))),
+            (
+                "  same bus: local delivery (+ Redis, journal)",
+                asyncio.run(bus_one_process(url, count, one_bus=True)),
+            ),
             ("bus, two processes", asyncio.run(bus_two_processes(url, count))),
             ("raw redis-py, pipeline 100, one process", asyncio.run(raw_redis_py(url, count))),
             ("redis-benchmark PUBLISH -P 16 (server limit)", redis_benchmark(url, count)),

@@ -243,6 +243,9 @@ class Harness:
     bus: RedisEventBus = field(init=False)
     strategy: EveryNthTick = field(init=False)
     daemon: Daemon = field(init=False)
+    # signal id -> perf_counter_ns when execution was handed it / called placeOrder for it
+    at_execution: dict[str, int] = field(default_factory=dict)
+    at_place_order: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.bus = build_bus(self.settings.bus)
@@ -263,7 +266,24 @@ class Harness:
         module = build_module(name, self.settings, self.bus)
         if name == "market_data":
             module.connection.ib.client.MaxRequests = 0  # type: ignore[attr-defined]
+        if name == "execution":
+            self._trace(module)
         return module
+
+    def _trace(self, execution: Any) -> None:
+        """Stamp each signal where execution receives it and where it calls placeOrder."""
+        handle, place = execution.handle_signal, execution.ib.placeOrder
+
+        async def handle_signal(signal: TradeSignal) -> None:
+            self.at_execution.setdefault(signal.id, time.perf_counter_ns())
+            await handle(signal)
+
+        def place_order(contract: Any, order: Any) -> Any:
+            self.at_place_order[order.orderRef] = time.perf_counter_ns()
+            return place(contract, order)
+
+        execution.handle_signal = handle_signal
+        execution.ib.placeOrder = place_order
 
     async def start(self, timeout: float = 300.0) -> float:
         """Start the daemon; return once every symbol's ticks reach the strategy (seconds)."""
@@ -371,6 +391,34 @@ def latencies(
     return found, unmatched, to_strategy
 
 
+def hops(harness: Harness, orders: list[tuple[str, int]]) -> tuple[dict[str, float], str]:
+    """p50 (us) of the signal's hops: strategy -> execution (the bus), execution ->
+    placeOrder (the decision), placeOrder -> the simulator (the IB socket); and the hops of
+    the slowest order, described."""
+    parts: dict[str, list[float]] = defaultdict(list)
+    slowest: tuple[float, str] = (0.0, "")
+    for order_ref, received_ns in orders:
+        recorded = harness.strategy.signals.get(order_ref)
+        handed = harness.at_execution.get(order_ref)
+        placed = harness.at_place_order.get(order_ref)
+        if recorded is None or handed is None or placed is None:
+            continue
+        us = [
+            (handed - recorded[2]) / 1000,
+            (placed - handed) / 1000,
+            (received_ns - placed) / 1000,
+        ]
+        for name, value in zip(HOPS, us, strict=True):
+            parts[name].append(value)
+        if sum(us) > slowest[0]:
+            detail = ", ".join(f"{name} {value:,.0f}" for name, value in zip(HOPS, us, strict=True))
+            slowest = (sum(us), detail)
+    return {name: statistics.median(values) for name, values in parts.items()}, slowest[1]
+
+
+HOPS = ("strategy -> execution", "decision", "placeOrder -> simulator")
+
+
 def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
@@ -398,6 +446,8 @@ class Result:
     p99: float
     max: float
     p50_to_strategy: float
+    segments: dict[str, float]
+    slowest: str
     p50_first: float
     p50_last: float
     backlog_first: float
@@ -467,6 +517,7 @@ async def run_rate(
         await sim.stop()
         await harness.stop()
     found, unmatched, to_strategy = latencies(harness.strategy.signals, ticks, orders)
+    segments, slowest = hops(harness, orders)
     values = [latency for _, latency in sorted(found)]
     first, last = samples[0], samples[-1]
     elapsed = last.at - first.at
@@ -498,6 +549,8 @@ async def run_rate(
         p99=percentile(values, 0.99) if values else float("nan"),
         max=max(values) if values else float("nan"),
         p50_to_strategy=statistics.median(to_strategy) if to_strategy else float("nan"),
+        segments=segments,
+        slowest=slowest,
         p50_first=p50_first,
         p50_last=p50_last,
         backlog_first=backlog_first,
@@ -556,9 +609,13 @@ async def raw_two_hops(url: str, count: int) -> list[float]:
     return results
 
 
-async def bus_two_hops(url: str, count: int) -> list[float]:
-    """The bus: Tick -> a handler publishes a TradeSignal -> a second handler. In us."""
-    bus = RedisEventBus.from_url(url, channels=Channels(f"bench-hop-{uuid.uuid4().hex[:8]}"))
+async def bus_two_hops(url: str, count: int, *, local: bool = False) -> list[float]:
+    """The bus: Tick -> a handler publishes a TradeSignal -> a second handler. In us.
+
+    Through Redis both ways unless `local` (the bus hands its own events to its handlers)."""
+    bus = RedisEventBus.from_url(
+        url, channels=Channels(f"bench-hop-{uuid.uuid4().hex[:8]}"), local_delivery=local
+    )
     arrived: asyncio.Queue[int] = asyncio.Queue()
 
     async def on_tick(event: Event) -> None:
@@ -599,8 +656,11 @@ def report(result: Result) -> None:
     print(
         f"    tick -> order: p50 {r.p50:,.0f} us, p99 {r.p99:,.0f} us, max {r.max:,.0f} us "
         f"over {r.orders:,} orders ({r.signals:,} signals, {r.rejected} rejected, "
-        f"{r.unmatched} unmatched); tick -> strategy p50 {r.p50_to_strategy:,.0f} us"
+        f"{r.unmatched} unmatched)"
     )
+    hops = ", ".join(f"{name} {us:,.0f}" for name, us in r.segments.items())
+    print(f"    p50 of each hop (us): tick -> strategy {r.p50_to_strategy:,.0f}, {hops}")
+    print(f"    the slowest order's hops after the strategy (us): {r.slowest}")
     print(
         f"    p50 first/last third {r.p50_first:,.0f} / {r.p50_last:,.0f} us; daemon backlog "
         f"{r.backlog_first:,.0f} -> {r.backlog_last:,.0f} events; simulator socket buffer "
@@ -631,6 +691,10 @@ def run_all(
         print("two Redis hops (publish -> subscriber -> publish -> subscriber), the floor")
         floor_line("raw redis-py, 2,000 round trips", asyncio.run(raw_two_hops(url, 2000)))
         floor_line("the bus (Tick -> TradeSignal), 2,000", asyncio.run(bus_two_hops(url, 2000)))
+        floor_line(
+            "  the same, local delivery (one process)",
+            asyncio.run(bus_two_hops(url, 2000, local=True)),
+        )
         print("tick -> order through the daemon (simulator in a child process)")
         for rate in rates:
             count = symbols(rate)
