@@ -155,9 +155,16 @@ class JournalReader:
                 consumed += len(batch)
                 self._backoff.reset()
         finally:
-            if ahead is not None:  # dropped unhandled: its entries are pending, read them again
-                self._retry_pending = True
-                await cancel_and_wait(ahead, timeout=1.0)
+            if ahead is not None:
+                await self._drop(ahead)
+
+    async def _drop(self, ahead: asyncio.Future[_Batch]) -> None:
+        """A batch read ahead and not handled: its entries are pending, to be read again. Its
+        own failure (Redis went away too, say) is moot beside the one being raised."""
+        self._retry_pending = True
+        await cancel_and_wait(ahead, timeout=1.0)
+        if ahead.done() and not ahead.cancelled():
+            ahead.exception()  # retrieved, so asyncio does not log it as never retrieved
 
     def _may_read_ahead(self, *, wait: bool) -> bool:
         """Only new entries are read ahead: a read of the pending ones would return the batch

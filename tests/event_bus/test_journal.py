@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 from collections.abc import AsyncIterator, Callable
 
 import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
-from event_bus import Channels, JournalEntry, JournalReader, RedisEventBus
+from event_bus import Channels, JournalEntry, JournalReader, RedisEventBus, connect_redis
 from event_bus.embedded import EmbeddedRedis
 from event_bus.journal import HandlerFailed
 from tests.event_bus.events_for_tests import SampleFill
@@ -273,6 +274,44 @@ async def test_stopped_while_a_batch_is_read_ahead_run_handles_it_and_drain_the_
     assert await journal.drain() == 10
     assert store.ids == ids
     assert await pending_count(client, channels) == 0
+
+
+async def test_a_failed_read_ahead_beside_a_failed_batch_is_not_left_unretrieved(
+    redis_url: str, channels: Channels, client: aioredis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Redis drops the read ahead, then the handler fails: only the handler's failure is raised,
+    and asyncio has no unretrieved task exception to log (the drills count those as crashes)."""
+    await publish_fills(redis_url, channels, 10)
+    own_client = connect_redis(redis_url, timeout=5.0, name=f"{channels.prefix}-reader")
+    store = GatedStore()
+    journal = reader(own_client, channels, store, batch_size=10, block_ms=10_000)
+    running = asyncio.create_task(journal.run())
+    await eventually(lambda: _reader_blocked(client, channels), message="a read ahead waiting")
+    [blocked] = [c for c in await client.client_list() if c["name"] == f"{channels.prefix}-reader"]
+    await client.client_kill_filter(_id=blocked["id"])
+    await eventually(lambda: _reader_gone(client, channels), message="its connection closed")
+
+    store.fail_all = True
+    store.gate.set()
+    await eventually(lambda: journal._retry_pending, message="the failure handled")
+    journal.stop()
+    await asyncio.wait_for(running, 5)
+    await own_client.aclose()
+    gc.collect()
+    assert [r.getMessage() for r in caplog.records if "never retrieved" in r.getMessage()] == []
+
+
+async def _reader_blocked(client: aioredis.Redis, channels: Channels) -> bool:
+    name = f"{channels.prefix}-reader"
+    return any(
+        c["name"] == name and c["cmd"] == "xreadgroup" and "b" in c["flags"]
+        for c in await client.client_list()
+    )
+
+
+async def _reader_gone(client: aioredis.Redis, channels: Channels) -> bool:
+    name = f"{channels.prefix}-reader"
+    return not any(c["name"] == name for c in await client.client_list())
 
 
 async def _pending_is(client: aioredis.Redis, channels: Channels, count: int) -> bool:
