@@ -7,19 +7,24 @@ client lags, so each ~100-byte tick then costs a copy of up to 256 KiB and decod
 exactly when it should catch up (BENCHMARKS.md: the daemon collapsed at 20,000 ticks/s with 89%
 of its samples in that function). `use_linear_reader(ib)` swaps in `read_messages`, which walks
 the buffer with an offset and keeps only the incomplete tail; what it does with each message is
-what ib_async does, in the same order.
+what ib_async does, in the same order. It also caps each read of the socket (`READ_BYTES`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import struct
 import weakref
+from collections.abc import Callable
+from typing import Any
 
 from ib_async import IB
 from ib_async.client import Client
+from ib_async.decoder import Decoder
 
 _LENGTH = struct.Struct(">I")
+READ_BYTES = 16 * 1024  # about 160 quotes; measured in BENCHMARKS.md (tick to order, 20,000/s)
 _linear: weakref.WeakSet[Client] = weakref.WeakSet()  # clients already switched
 
 
@@ -30,7 +35,58 @@ def use_linear_reader(ib: IB) -> None:
         return
     client.conn.hasData -= client._onSocketHasData
     client.conn.hasData += lambda data: read_messages(client, data)
+    client.conn.connection_made = _cap_reads  # type: ignore[method-assign]
+    _use_direct_tick_handlers(client.decoder)
     _linear.add(client)
+
+
+# msgId -> (wrapper method, how its third field is parsed): the tick messages ib_async decodes
+# with its generic `Decoder.wrap` handler, which looks the method up and walks a list of types
+# for every message (a fifth of the daemon's time at 20,000 ticks/s).
+_DIRECT_TICKS: dict[int, tuple[str, Callable[[str], Any]]] = {
+    2: ("tickSize", lambda field: float(field or 0)),
+    45: ("tickGeneric", lambda field: float(field or 0)),
+    46: ("tickString", str),
+}
+
+
+def _use_direct_tick_handlers(decoder: Decoder) -> None:
+    """Decode tickSize, tickGeneric and tickString as `Decoder.wrap` does (same parsing, same
+    call, errors logged the same way), without its per-message lookups. A message of another
+    shape goes to ib_async's own handler."""
+    for message_id, (name, parse) in _DIRECT_TICKS.items():
+        if getattr(decoder.wrapper, name, None) is not None:
+            generic = decoder.handlers[message_id]
+            decoder.handlers[message_id] = _direct(decoder, generic, name, parse)
+
+
+def _direct(
+    decoder: Decoder,
+    generic: Callable[[list[str]], None],
+    name: str,
+    parse: Callable[[str], Any],
+) -> Callable[[list[str]], None]:
+    method = getattr(decoder.wrapper, name)
+
+    def handler(fields: list[str]) -> None:
+        if len(fields) != 5:
+            generic(fields)
+            return
+        args: list[Any] = []
+        try:
+            args = [int(fields[2] or 0), int(fields[3] or 0), parse(fields[4])]
+            method(*args)
+        except Exception:
+            decoder.logger.exception(f"Error for {name}({args}):")
+
+    return handler
+
+
+def _cap_reads(transport: asyncio.BaseTransport) -> None:
+    """Read the IB socket READ_BYTES at a time: one read's messages are all handled before
+    the event loop does anything else, so asyncio's 256 KiB reads (taken whenever the daemon
+    lags) would hold up the Redis replies and order decisions behind ~2,500 ticks."""
+    transport.max_size = READ_BYTES  # type: ignore[attr-defined]
 
 
 def read_messages(client: Client, data: bytes) -> None:

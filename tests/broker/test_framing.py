@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import struct
 
@@ -10,7 +11,8 @@ from hypothesis import strategies as st
 from ib_async import IB
 from ib_async.client import Client
 
-from broker.framing import read_messages, use_linear_reader
+from broker.framing import READ_BYTES, read_messages, use_linear_reader
+from ibsim import Simulator
 
 # fields as raw bytes (no NUL), so invalid UTF-8 is covered too
 fields_lists = st.lists(
@@ -102,3 +104,56 @@ def test_handshake_and_api_start_as_in_ib_async() -> None:
     client.conn.hasData.emit(frame(["9", "1", "42"]) + frame(["15", "1", "DU0000001,"]))
     assert started == [True]
     assert client._accounts == ["DU0000001"]
+
+
+async def test_a_connected_client_reads_its_socket_in_capped_chunks(sim: Simulator) -> None:
+    """Against the simulator: reads are capped at READ_BYTES and the API works as usual."""
+    ib = IB()
+    use_linear_reader(ib)
+    await ib.connectAsync("127.0.0.1", sim.port, clientId=7, timeout=4)
+    try:
+        assert ib.client.conn.transport.max_size == READ_BYTES
+        assert ib.managedAccounts() == ["DU0000001"]
+        assert await asyncio.wait_for(ib.reqCurrentTimeAsync(), 5) is not None
+    finally:
+        ib.disconnect()
+
+
+class Recording:
+    """A wrapper that records the tick calls it receives."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, tuple[object, ...]]] = []
+
+    def tickSize(self, *args: object) -> None:
+        self.calls.append(("tickSize", args))
+
+    def tickGeneric(self, *args: object) -> None:
+        self.calls.append(("tickGeneric", args))
+
+    def tickString(self, *args: object) -> None:
+        self.calls.append(("tickString", args))
+
+
+tick_fields = st.lists(
+    st.sampled_from(["", "0", "7", "-3", "1.5", "x", "1712345678", "nan"]), min_size=0, max_size=6
+)
+
+
+@given(message_id=st.sampled_from([2, 45, 46]), rest=tick_fields)
+def test_direct_tick_handlers_call_the_wrapper_as_ib_async_does(
+    message_id: int, rest: list[str]
+) -> None:
+    """tickSize, tickGeneric and tickString: the same calls, with the same values, as ib_async's
+    generic handler makes, for well-formed and malformed messages alike."""
+    from ib_async.decoder import Decoder
+
+    ours, theirs = Recording(), Recording()
+    ib = IB()
+    ib.client.decoder = Decoder(ours, 176)
+    use_linear_reader(ib)
+    reference = Decoder(theirs, 176)
+    fields = [str(message_id), "6", *rest]
+    ib.client.decoder.interpret(fields)
+    reference.interpret(fields)
+    assert repr(ours.calls) == repr(theirs.calls)  # repr: nan == nan
