@@ -7,11 +7,13 @@ import contextlib
 import time
 from collections.abc import Coroutine
 from datetime import UTC, date, datetime
+from types import MappingProxyType
 from typing import Any, Protocol
 
 import structlog
 from ib_async import IB, Trade
 from ib_async import Fill as IBFill
+from ib_async import OrderStatus as IBOrderStatus
 from ib_async import Position as IBPosition
 
 from broker.connection import IBConnection
@@ -113,6 +115,9 @@ class ExecutionService:
         self._lock = asyncio.Lock()  # one signal decided at a time, so risk sees every order
         self._decided: dict[str, str] = {}  # signal id -> decision taken by this process
         self._at_broker: dict[str, str] = {}  # orderRef -> the broker's order or execution
+        # id -> every order not done yet, ours or not: ib.openTrades() walks every trade of the
+        # session (hundreds of thousands after a busy day) on each signal
+        self._working: dict[int, Trade] = {}
         self._our_refs: set[str] = set()  # orderRefs of orders this daemon placed (any process)
         self._placed: dict[str, tuple[int, str]] = {}  # signal id -> (IB order id, symbol) sent
         self._published: dict[str, tuple[OrderStatus, float]] = {}  # order key -> (status, filled)
@@ -443,7 +448,7 @@ class ExecutionService:
         open_buys: dict[str, float] = {}
         open_sells: dict[str, float] = {}
         working_notional = 0.0
-        for trade in self.ib.openTrades():
+        for trade in self._working_trades():
             symbol, remaining = trade.contract.symbol, trade.remaining()
             side = open_buys if trade.order.action == "BUY" else open_sells
             side[symbol] = side.get(symbol, 0.0) + remaining
@@ -452,7 +457,7 @@ class ExecutionService:
         last_second, last_minute = self._rate.counts(time.monotonic())
         return Book(
             positions={p.contract.symbol: p.position for p in positions},
-            marks=dict(self._marks),
+            marks=MappingProxyType(self._marks),  # read before the next await
             open_buys=open_buys,
             open_sells=open_sells,
             gross_exposure=gross,
@@ -460,6 +465,12 @@ class ExecutionService:
             orders_last_second=last_second,
             orders_last_minute=last_minute,
         )
+
+    def _working_trades(self) -> list[Trade]:
+        for key, trade in list(self._working.items()):
+            if trade.orderStatus.status in IBOrderStatus.DoneStates:
+                del self._working[key]  # done without an event saying so
+        return list(self._working.values())
 
     def _mark(self, position: IBPosition) -> float:
         return self._marks.get(position.contract.symbol, position.avgCost)
@@ -611,6 +622,10 @@ class ExecutionService:
         return facts.order_ref in self._our_refs or facts.order_ref in self._decided
 
     def _on_trade(self, trade: Trade) -> None:
+        if trade.orderStatus.status in IBOrderStatus.DoneStates:
+            self._working.pop(id(trade), None)
+        else:
+            self._working[id(trade)] = trade
         facts = trade_facts(trade)
         self._note_at_broker(facts.order_ref, f"order {facts.order_id} {facts.ib_status}")
         key = facts.order_ref if self._is_ours(facts) else f"external:{facts.perm_id or facts.key}"
@@ -645,6 +660,7 @@ class ExecutionService:
 
     def _on_disconnected(self) -> None:
         self._synced = False
+        self._working.clear()  # ib_async forgets its trades; reconciliation brings them back
 
     def _publish_positions(self, account: str) -> None:
         held = [p for p in self.ib.positions(account)]

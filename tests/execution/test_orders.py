@@ -295,3 +295,28 @@ async def test_signal_claimed_by_another_process_is_left_to_it(
     assert sim.orders_received == []
     assert running.events(RiskRejection) == []
     assert running.service._decided[signal.id] == "placing"  # the other process's decision
+
+
+async def test_working_orders_count_against_the_position_limit_until_done(
+    make_service: Any, sim: Simulator
+) -> None:
+    """A resting buy counts towards max_position; once cancelled, it no longer does."""
+    running: Running = await make_service(max_position_per_symbol=10)
+    await running.mark("AAPL", 190.0)
+    resting = TradeSignal(
+        symbol="AAPL", action="BUY", quantity=8, order_type="LMT", limit_price=100.0
+    )
+    await running.publish(resting)
+    await eventually(lambda: statuses(running)[-1:] == ["submitted"])
+    too_much = buy(5)
+    await running.publish(too_much)
+    await running.settle()
+    assert [(r.signal_id, r.rule) for r in running.events(RiskRejection)] == [
+        (too_much.id, "max_position")
+    ]
+    [trade] = running.service.ib.openTrades()
+    running.service.ib.cancelOrder(trade.order)
+    await eventually(lambda: statuses(running)[-1:] == ["cancelled"])
+    allowed = buy(5)
+    await running.publish(allowed)
+    await eventually(lambda: filled_with_commissions(running, allowed.id, 5))
