@@ -46,6 +46,14 @@ class _Batch:
         return len(self.entries) + len(self.undecodable)
 
 
+@dataclass(frozen=True, slots=True)
+class _Stored:
+    """A batch handled (and its poison set aside): the entry ids to acknowledge."""
+
+    entry_ids: list[str]
+    handled: int  # of them, how many the handler stored (the rest were set aside)
+
+
 class JournalReader:
     """Reads `Channels.journal` as consumer `consumer` of group `group`, in batches.
 
@@ -58,8 +66,9 @@ class JournalReader:
     new entries, so a lone poison entry cannot block the journal.
 
     `run()` and `drain()` read and decode the next batch of new entries while the handler works
-    on the current one (at most one batch ahead), so Redis round trips and decoding overlap the
-    handler's writes. A batch read ahead is acknowledged only after its own handling; one that is
+    on the current one (at most one batch ahead), and acknowledge the previous batch meanwhile
+    (at most one acknowledgement on its way), so Redis round trips and decoding overlap the
+    handler's writes. A batch is acknowledged only after its own handling; one read ahead and
     dropped (the handler failed, the task was cancelled) stays pending and is read again.
     """
 
@@ -127,11 +136,12 @@ class JournalReader:
     async def read_once(self, *, wait: bool = True) -> int:
         """Read one batch (waiting up to `block_ms` for new entries), handle it; return its size."""
         batch = await self._next_batch(wait=wait)
-        await self._process(batch)
+        await self._acknowledge(await self._store(batch))
         return len(batch)
 
     async def _consume(self, *, wait: bool) -> int:
-        """Handle batches, reading the next one while the handler works on the current one.
+        """Handle batches, reading the next one while the handler works on the current one, and
+        acknowledging the previous one meanwhile.
 
         Until `stop()` when `wait` (each read waits up to `block_ms` for new entries; a batch
         already read ahead is still handled), else until the journal has nothing left. Returns
@@ -139,32 +149,47 @@ class JournalReader:
         """
         consumed = 0
         ahead: asyncio.Future[_Batch] | None = None
+        acknowledging: asyncio.Future[None] | None = None
         try:
-            while True:
-                if ahead is not None:
-                    batch, ahead = await ahead, None
-                elif wait and self._stopping.is_set():
-                    return consumed
-                else:
-                    batch = await self._next_batch(wait=wait)
-                if not batch and not wait and not self._retry_pending:
-                    return consumed
-                if batch and self._may_read_ahead(wait=wait):
+            while ahead is not None or not (wait and self._stopping.is_set()):
+                batch = await (ahead if ahead is not None else self._next_batch(wait=wait))
+                ahead = None
+                if not batch:
+                    self._backoff.reset()
+                    if wait or self._retry_pending:
+                        continue
+                    break
+                if self._may_read_ahead(wait=wait):
                     ahead = asyncio.ensure_future(self._next_batch(wait=wait))
-                await self._process(batch)
+                stored = await self._store(batch)
+                if acknowledging is not None:  # one acknowledgement on its way at most
+                    await acknowledging
+                acknowledging = asyncio.ensure_future(self._acknowledge(stored))
                 consumed += len(batch)
                 self._backoff.reset()
-        finally:
-            if ahead is not None:
-                await self._drop(ahead)
+            if acknowledging is not None:
+                await acknowledging
+            return consumed
+        except BaseException:
+            await self._abandon(ahead, acknowledging)
+            raise
 
-    async def _drop(self, ahead: asyncio.Future[_Batch]) -> None:
-        """A batch read ahead and not handled: its entries are pending, to be read again. Its
-        own failure (Redis went away too, say) is moot beside the one being raised."""
-        self._retry_pending = True
-        await cancel_and_wait(ahead, timeout=1.0)
-        if ahead.done() and not ahead.cancelled():
-            ahead.exception()  # retrieved, so asyncio does not log it as never retrieved
+    async def _abandon(
+        self, ahead: asyncio.Future[_Batch] | None, acknowledging: asyncio.Future[None] | None
+    ) -> None:
+        """On the way out with an error: the batch read ahead is left pending, to be read again,
+        and the acknowledgement on its way gets a moment to land. Their own failures (Redis went
+        away too, say) are moot beside the error being raised: rows committed but not
+        acknowledged come again and are ignored as copies."""
+        if ahead is not None:
+            self._retry_pending = True
+            await cancel_and_wait(ahead, timeout=1.0)
+        if acknowledging is not None:
+            await asyncio.wait([acknowledging], timeout=1.0)
+            await cancel_and_wait(acknowledging, timeout=1.0)
+        for future in (ahead, acknowledging):
+            if future is not None and future.done() and not future.cancelled():
+                future.exception()  # retrieved, so asyncio does not log it as never retrieved
 
     def _may_read_ahead(self, *, wait: bool) -> bool:
         """Only new entries are read ahead: a read of the pending ones would return the batch
@@ -231,17 +256,20 @@ class JournalReader:
                 undecodable.append((entry_id.decode(), fields or {}, parsed))
         return _Batch(entries, undecodable)
 
-    async def _process(self, batch: _Batch) -> None:
-        """Handle the batch, set its poison aside, then acknowledge all of it."""
+    async def _store(self, batch: _Batch) -> _Stored:
+        """Handle the batch and set its poison aside; what to acknowledge."""
         if not batch:
-            return
+            return _Stored([], 0)
         done, failed = await self._handle(batch.entries)
         dead = batch.undecodable + [self._poison(entry, error) for entry, error in failed]
         await self._set_aside(dead)
         acknowledged = [entry.entry_id for entry in done] + [entry_id for entry_id, _, _ in dead]
-        if acknowledged:
-            await self.redis.xack(self.channels.journal, self.group, *acknowledged)
-        self.handled += len(done)
+        return _Stored(acknowledged, len(done))
+
+    async def _acknowledge(self, stored: _Stored) -> None:
+        if stored.entry_ids:
+            await self.redis.xack(self.channels.journal, self.group, *stored.entry_ids)
+        self.handled += stored.handled
 
     def _parse(self, entry_id: str, fields: dict[bytes, bytes]) -> JournalEntry | str:
         if b"event" not in fields:

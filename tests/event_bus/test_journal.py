@@ -68,6 +68,19 @@ class GatedStore(Store):
         await super().__call__(entries)
 
 
+class FailsAfterFirstBatch(Store):
+    """A `Store` that stores its first batch and fails on the next ones, until told otherwise."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fail_after_first = True
+
+    async def __call__(self, entries: list[JournalEntry]) -> None:
+        if self.fail_after_first and self.ids:
+            raise ConnectionError("database down")
+        await super().__call__(entries)
+
+
 class FailsOnceAheadIsRead(Store):
     """A `Store` that, told to fail, first waits until a second batch of 10 has been read."""
 
@@ -233,6 +246,26 @@ async def test_a_batch_read_ahead_of_a_failed_one_is_handled_once_later(
 
     store.fail_all = False
     assert await journal.drain() == 30
+    assert store.ids == ids
+    assert await pending_count(client, channels) == 0
+
+
+async def test_a_batch_stored_before_a_failed_one_is_acknowledged_when_the_reader_gives_up(
+    redis_url: str, channels: Channels, client: aioredis.Redis
+) -> None:
+    """The acknowledgement of a batch, sent while the next is handled, lands even when that next
+    batch fails: only the failed batch (and the one read ahead) stays pending."""
+    ids = await publish_fills(redis_url, channels, 30)
+    store = FailsAfterFirstBatch()
+    journal = reader(client, channels, store, batch_size=10)
+    with pytest.raises(HandlerFailed, match="database down"):
+        await journal.drain()
+    assert store.ids == ids[:10]
+    assert journal.handled == 10
+    assert await pending_count(client, channels) in (10, 20)  # 20 when the read ahead was done
+
+    store.fail_after_first = False
+    assert await journal.drain() == 20
     assert store.ids == ids
     assert await pending_count(client, channels) == 0
 
