@@ -35,7 +35,8 @@ class RowWriter:
     SQLite gets each table's rows through the driver's `executemany`. PostgreSQL (psycopg) gets
     them through a staging table: COPY, then one INSERT ... SELECT with the same conflict rules,
     which costs this process about a fifth of the CPU per row of psycopg's `executemany`
-    (3.5 against 18 us for a tick, see bench/storage_ingest.py).
+    (3.5 against 18 us for a tick, see bench/storage_ingest.py); a role that may not create
+    temporary tables gets `executemany`.
     """
 
     def __init__(self, engine: Engine) -> None:
@@ -46,7 +47,7 @@ class RowWriter:
             )
         self.engine = engine
         self._insert = insert
-        self._staged = engine.dialect.driver == "psycopg"
+        self._staged: bool | None = None if engine.dialect.driver == "psycopg" else False
         self._prepared: dict[Table, _PreparedInsert] = {}
 
     def write(self, entries: list[JournalEntry]) -> int:
@@ -76,6 +77,8 @@ class RowWriter:
     def _prepare(self, connection: Connection, table: Table) -> _PreparedInsert:
         if table not in self._prepared:
             dialect = self.engine.dialect
+            if self._staged is None:
+                self._staged = _may_create_temporary_tables(connection)
             if self._staged:
                 send: _Send = _CopyThenInsert.of(connection, self._build_statement, table)
                 names = tuple(column.name for column in table.c)
@@ -219,6 +222,11 @@ class _CopyThenInsert:
             for values in parameters:
                 copy.write_row(values)
         connection.exec_driver_sql(self.insert_sql)
+
+
+def _may_create_temporary_tables(connection: Connection) -> bool:
+    privilege = "SELECT has_database_privilege(current_database(), 'TEMPORARY')"
+    return bool(connection.exec_driver_sql(privilege).scalar())
 
 
 def _upsert_latest_order(statement: Any) -> Insert:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+import uuid
+from collections.abc import Iterator
 from dataclasses import replace
 from datetime import timedelta
 
@@ -12,7 +14,8 @@ import pytest
 import redis.asyncio as aioredis
 from pydantic import SecretStr
 from redis.exceptions import ResponseError
-from sqlalchemy import Engine
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 
 from config import StorageSettings
@@ -20,10 +23,10 @@ from event_bus import CONNECTION_ERRORS, Channels, JournalEntry
 from event_bus.system import Heartbeat
 from execution.model import Fill, OrderUpdate
 from market_data.model import Bar
-from storage import StorageService, build_storage, todays_orders
+from storage import StorageService, build_storage, make_engine, todays_orders, upgrade_database
 from storage.writer import RowWriter
 from tests.helpers import eventually
-from tests.storage.conftest import publish
+from tests.storage.conftest import POSTGRES_URL, postgres_answers, publish
 from tests.storage.samples import T0, by_id, every_kind, row_counts, stored_events, ticks
 
 
@@ -278,6 +281,43 @@ def test_a_batch_after_one_the_database_refused_is_stored(engine: Engine) -> Non
     writer.write(entries([fill]))
 
     assert stored_events(engine) == by_id([*later, fill])
+
+
+def test_a_postgres_role_that_may_not_create_temporary_tables_still_stores_rows() -> None:
+    """Without the TEMPORARY privilege (no staging table for COPY), rows are stored all the same."""
+    if not postgres_answers():
+        pytest.skip(f"no PostgreSQL answers at TEST_DATABASE_URL ({POSTGRES_URL})")
+    with database_without_temporary_tables() as url:
+        engine = make_engine(url)
+        upgrade_database(engine)
+        fill = next(event for event in every_kind() if isinstance(event, Fill))
+        events = [*ticks(3), fill]
+        RowWriter(engine).write(entries(events))
+        assert stored_events(engine) == by_id(events)
+        engine.dispose()
+
+
+@contextlib.contextmanager
+def database_without_temporary_tables() -> Iterator[str]:
+    """A scratch database, and a role that may create tables there but no temporary ones."""
+    name = f"storage_no_temp_{uuid.uuid4().hex[:10]}"
+    admin_url = make_url(POSTGRES_URL)
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE ROLE "{name}" LOGIN'))
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+        connection.execute(text(f'REVOKE TEMPORARY ON DATABASE "{name}" FROM PUBLIC'))
+    inside = create_engine(admin_url.set(database=name), isolation_level="AUTOCOMMIT")
+    with inside.connect() as connection:
+        connection.execute(text(f'GRANT USAGE, CREATE ON SCHEMA public TO "{name}"'))
+    inside.dispose()
+    try:
+        yield admin_url.set(username=name, database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+            connection.execute(text(f'DROP ROLE "{name}"'))
+        admin.dispose()
 
 
 def test_order_update_of_an_external_order_is_keyed_by_its_perm_id(engine: Engine) -> None:
