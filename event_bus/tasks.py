@@ -18,6 +18,10 @@ async def cancel_and_wait(*tasks: asyncio.Future[Any] | None, timeout: float = 5
     `await task` would hang the daemon's shutdown. A task still running after `timeout` is logged
     and left to the event loop's end.
     """
+    for task in tasks:
+        if task is not None and task.done() and not task.cancelled() and task.exception():
+            # it failed before this stop: say so once (asyncio would only complain at exit)
+            log.warning("task_failed_before_stop", task=_name(task), error=repr(task.exception()))
     live = [task for task in tasks if task is not None and not task.done()]
     for task in live:
         task.cancel()
@@ -28,5 +32,8 @@ async def cancel_and_wait(*tasks: asyncio.Future[Any] | None, timeout: float = 5
         if not task.cancelled():
             task.exception()  # retrieved, so asyncio does not warn that nobody looked at it
     for task in pending:
-        name = task.get_name() if isinstance(task, asyncio.Task) else repr(task)
-        log.warning("task_ignored_cancellation", task=name, waited_seconds=timeout)
+        log.warning("task_ignored_cancellation", task=_name(task), waited_seconds=timeout)
+
+
+def _name(task: asyncio.Future[Any]) -> str:
+    return task.get_name() if isinstance(task, asyncio.Task) else repr(task)
