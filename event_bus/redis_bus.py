@@ -180,7 +180,7 @@ class RedisEventBus:
         # (pattern, payload) delivered locally -> copies Redis is still to send back; bounded
         # (a copy lost with a connection is never sent), the oldest forgotten first
         self._echoes: OrderedDict[tuple[str, bytes], int] = OrderedDict()
-        self._echoes_cap = 4 * outbox_capacity
+        self._echoes_cap = outbox_capacity
         self._published_alone: set[str] = set()  # patterns only this process publishes on
         self._local_only: set[str] = set()  # subscribed patterns served without Redis
         # The last payload decoded: a message matching several subscriptions arrives once per
