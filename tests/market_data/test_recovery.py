@@ -188,7 +188,7 @@ async def test_silent_feed_is_resubscribed_by_the_watchdog(
     assert live_requests(sim) == EVERY_SYMBOL
     stale = of_type(bus.published, MarketDataStale)[0]
     assert (stale.stream, stale.expected_interval_seconds) == ("ticks", 0.1)
-    assert stale.silent_seconds > 0.4
+    assert stale.silent_seconds >= 0.4  # rounded to the ms: 0.40014 s silent reads 0.4
 
 
 async def test_drop_restart_and_farm_blip_in_a_row(
