@@ -55,19 +55,19 @@ def _use_direct_tick_handlers(decoder: Decoder) -> None:
     call, errors logged the same way), without its per-message lookups. A message of another
     shape goes to ib_async's own handler."""
     for message_id, (name, parse) in _DIRECT_TICKS.items():
-        if getattr(decoder.wrapper, name, None) is not None:
+        method = getattr(decoder.wrapper, name, None)
+        if method is not None:
             generic = decoder.handlers[message_id]
-            decoder.handlers[message_id] = _direct(decoder, generic, name, parse)
+            decoder.handlers[message_id] = _direct(decoder, generic, name, method, parse)
 
 
 def _direct(
     decoder: Decoder,
     generic: Callable[[list[str]], None],
     name: str,
+    method: Callable[..., None],
     parse: Callable[[str], Any],
 ) -> Callable[[list[str]], None]:
-    method = getattr(decoder.wrapper, name)
-
     def handler(fields: list[str]) -> None:
         if len(fields) != 5:
             generic(fields)

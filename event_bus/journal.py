@@ -186,10 +186,7 @@ class JournalReader:
             await cancel_and_wait(ahead, timeout=1.0)
         if acknowledging is not None:
             await asyncio.wait([acknowledging], timeout=1.0)
-            await cancel_and_wait(acknowledging, timeout=1.0)
-        for future in (ahead, acknowledging):
-            if future is not None and future.done() and not future.cancelled():
-                future.exception()  # retrieved, so asyncio does not log it as never retrieved
+            await cancel_and_wait(acknowledging, timeout=1.0)  # retrieves (and logs) its error
 
     def _may_read_ahead(self, *, wait: bool) -> bool:
         """Only new entries are read ahead: a read of the pending ones would return the batch

@@ -467,9 +467,10 @@ class ExecutionService:
         )
 
     def _working_trades(self) -> list[Trade]:
+        """The orders not done yet (those done since the last call are forgotten here)."""
         for key, trade in list(self._working.items()):
             if trade.orderStatus.status in IBOrderStatus.DoneStates:
-                del self._working[key]  # done without an event saying so
+                del self._working[key]
         return list(self._working.values())
 
     def _mark(self, position: IBPosition) -> float:
@@ -622,10 +623,7 @@ class ExecutionService:
         return facts.order_ref in self._our_refs or facts.order_ref in self._decided
 
     def _on_trade(self, trade: Trade) -> None:
-        if trade.orderStatus.status in IBOrderStatus.DoneStates:
-            self._working.pop(id(trade), None)
-        else:
-            self._working[id(trade)] = trade
+        self._working[id(trade)] = trade  # dropped once done, when the book is next built
         facts = trade_facts(trade)
         self._note_at_broker(facts.order_ref, f"order {facts.order_id} {facts.ib_status}")
         key = facts.order_ref if self._is_ours(facts) else f"external:{facts.perm_id or facts.key}"
@@ -649,6 +647,9 @@ class ExecutionService:
         self._emit(order_update(facts, status, external=external))
 
     def _on_execution(self, trade: Trade, fill: IBFill) -> None:
+        self._take_fill(fill)
+
+    def _take_fill(self, fill: IBFill) -> None:
         self._note_at_broker(fill.execution.orderRef, f"execution {fill.execution.execId}")
         self.fills.submit(fill)
 
@@ -746,8 +747,7 @@ class ExecutionService:
             self._on_trade(trade)
         self._report_in_doubt(ib)
         for fill in ib.fills():
-            self._note_at_broker(fill.execution.orderRef, f"execution {fill.execution.execId}")
-            self.fills.submit(fill)
+            self._take_fill(fill)
         for account in ib.managedAccounts():
             self._publish_positions(account)
         if self._halt is not None:

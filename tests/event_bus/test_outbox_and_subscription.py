@@ -60,12 +60,12 @@ async def test_market_data_lingers_for_company_and_a_critical_event_ends_the_wai
     during the wait sends everything at once instead of waiting out the linger."""
     outbox = Outbox(100)
     await outbox.put("tick:A", b"1", "Tick", True)
-    taking = asyncio.create_task(outbox.take(10, linger=0.5))
+    taking = asyncio.create_task(outbox.take(10, linger=60))
     await asyncio.sleep(0)  # the take is now lingering
     await outbox.put("tick:B", b"2", "Tick", True)
     assert not taking.done()
     await outbox.put("order:A", b"3", "OrderUpdate", False)
-    batch = await asyncio.wait_for(taking, 0.25)  # well before the linger's 0.5 s
+    batch = await asyncio.wait_for(taking, 5)  # long before the linger's 60 s
     assert [item.payload for item in batch] == [b"1", b"2", b"3"]
 
     await outbox.put("fill:A", b"4", "Fill", False)
