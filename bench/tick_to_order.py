@@ -62,7 +62,7 @@ from bench.storage_ingest import redis_server
 from config import Settings, load_settings
 from event_bus import Channels, Event, RedisEventBus
 from ibsim import SimConfig, Simulator
-from main import Daemon, build_bus, build_module
+from main import Daemon, build_bus, build_module, freeze_start_up
 from market_data.model import Bar, Tick
 from strategy.base import Strategy, StrategyParams
 from strategy.model import TradeSignal
@@ -291,6 +291,7 @@ class Harness:
         """Start the daemon; return once every symbol's ticks reach the strategy (seconds)."""
         started = time.perf_counter()
         await self.daemon.start()
+        freeze_start_up()  # as `main.py run` does
         deadline = started + timeout
         while time.perf_counter() < deadline:
             if len(self.strategy.symbols_seen) >= len(self.symbols):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
 from collections.abc import AsyncIterator
 
 import pytest
@@ -117,3 +119,22 @@ async def test_a_dead_bus_ends_the_daemon_with_exit_1(daemon: tuple[main.Daemon,
     watching = asyncio.create_task(supervised.watch())
     supervised.bus.vital_tasks()[0].cancel()
     assert await asyncio.wait_for(watching, 5) == main.EXIT_FAULT
+
+
+def test_start_up_is_frozen_after_its_garbage_is_collected() -> None:
+    class Node:
+        def __init__(self) -> None:
+            self.me = self  # a cycle: only the collector frees it
+
+    garbage = Node()
+    gone = weakref.ref(garbage)
+    del garbage
+    kept = Node()
+    try:
+        main.freeze_start_up()
+        assert gone() is None  # collected, not frozen for the life of the process
+        assert gc.get_freeze_count() > 0
+        assert not any(obj is kept for obj in gc.get_objects())  # exempt from collections
+    finally:
+        gc.unfreeze()
+    assert any(obj is kept for obj in gc.get_objects())
