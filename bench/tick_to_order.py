@@ -5,8 +5,10 @@
 What runs where:
 - the IB Gateway simulator (`ibsim`) runs in a **child process** (like the real Gateway, it has
   its own process and core); it streams `--symbols` synthetic symbols (SYM0000...) and, for
-  every quote it writes to the socket, records (symbol, last, `perf_counter_ns`); for every
-  placeOrder it records `received_perf_ns`. `perf_counter_ns` is CLOCK_MONOTONIC, one clock for
+  every quote it writes to the socket, records (symbol, last, `perf_counter_ns`) just before
+  the write; for every placeOrder it records `received_perf_ns`, when the read that completed
+  it came off the socket (both ends at the wire: the simulator's own encoding and parsing are
+  not the daemon's latency). `perf_counter_ns` is CLOCK_MONOTONIC, one clock for
   every process of the machine, so the two processes' timestamps compare directly;
 - the daemon runs in **this process**, one `main.Daemon` with the market_data, strategy and
   execution modules on one bus, against the real Redis (REDIS_URL, else an embedded one), with

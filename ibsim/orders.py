@@ -51,7 +51,9 @@ class SimOrder:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class OrderReceived:
-    """A placeOrder as it arrived, timestamped for latency measurements."""
+    """A placeOrder as it arrived, timestamped for latency measurements: `received_perf_ns`
+    (perf_counter_ns) and `received_time_ns` (time_ns) are when the read that completed it
+    came off the socket."""
 
     order_id: int
     client_id: int

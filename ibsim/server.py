@@ -268,7 +268,7 @@ class Simulator:
 
     def place_order(self, session: ClientSession, request: Request) -> None:
         """placeOrder: a new order, a modification of a live one, or a rejection."""
-        received = _received(request, session.client_id or 0)
+        received = _received(request, session.client_id or 0, session.data_arrived_ns)
         self.orders_received.append(received)
         log.info("order_received", order_id=received.order_id, client_id=received.client_id)
         existing = self.broker.orders.get((received.client_id, received.order_id))
@@ -507,7 +507,7 @@ class Simulator:
                 session.send_error(-1, code, text)
 
 
-def _received(request: Request, client_id: int) -> OrderReceived:
+def _received(request: Request, client_id: int, arrived_perf_ns: int) -> OrderReceived:
     return OrderReceived(
         order_id=request.integer("orderId"),
         client_id=client_id,
@@ -518,8 +518,8 @@ def _received(request: Request, client_id: int) -> OrderReceived:
         order_type=request.text("orderType").upper(),
         limit_price=_optional_price(request, "lmtPrice"),
         aux_price=_optional_price(request, "auxPrice"),
-        received_perf_ns=time.perf_counter_ns(),
-        received_time_ns=time.time_ns(),
+        received_perf_ns=arrived_perf_ns,
+        received_time_ns=time.time_ns() - (time.perf_counter_ns() - arrived_perf_ns),
     )
 
 

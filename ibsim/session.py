@@ -51,6 +51,10 @@ class ClientSession(asyncio.Protocol):
         self.account_multi: dict[int, str] = {}  # reqId -> account, reqAccountUpdatesMulti
         self.positions_subscribed = False
         self._reader = FrameReader()
+        # When the latest bytes came off the socket (perf_counter_ns, CLOCK_MONOTONIC): a
+        # request is "received" when the read that completed it arrived, not after the
+        # simulator's own Python parsed it (~70 us for a placeOrder; TWS parses in Java).
+        self.data_arrived_ns = 0
         self._transport: asyncio.Transport | None = None
         self._log = log.bind(session=self.number)
 
@@ -69,6 +73,7 @@ class ClientSession(asyncio.Protocol):
         self.simulator.session_closed(self)
 
     def data_received(self, data: bytes) -> None:
+        self.data_arrived_ns = time.perf_counter_ns()
         self._reader.feed(data)
         try:
             if not self._reader.handshake_done:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from ib_async import IB, Contract, LimitOrder, MarketOrder, Order, Stock, StopOrder, Trade
 
@@ -48,8 +50,10 @@ async def test_market_order_fills_with_commission(ib: IB, sim: Simulator) -> Non
 async def test_place_order_is_recorded_as_received(ib: IB, sim: Simulator) -> None:
     """orders_received keeps each placeOrder with its orderRef and receive times."""
     contract = await _aapl(ib)
+    before_ns, before_wall_ns = time.perf_counter_ns(), time.time_ns()
     trade = ib.placeOrder(contract, LimitOrder("SELL", 5, 999.5, orderRef="ref-42"))
     await eventually(lambda: len(sim.orders_received) == 1)
+    after_ns, after_wall_ns = time.perf_counter_ns(), time.time_ns()
     [received] = sim.orders_received
     assert (
         received.order_id,
@@ -60,7 +64,9 @@ async def test_place_order_is_recorded_as_received(ib: IB, sim: Simulator) -> No
         received.order_type,
         received.limit_price,
     ) == (trade.order.orderId, 1, "ref-42", "SELL", 5.0, "LMT", 999.5)
-    assert received.received_perf_ns > 0 and received.received_time_ns > 0
+    # stamped when its bytes arrived: after the send, before the test saw it
+    assert before_ns < received.received_perf_ns < after_ns
+    assert before_wall_ns - 1_000_000 < received.received_time_ns < after_wall_ns + 1_000_000
 
 
 async def test_limit_order_rests_until_price_crosses(ib: IB, sim: Simulator) -> None:
