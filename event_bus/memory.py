@@ -54,8 +54,12 @@ class InMemoryEventBus:
         await self.deliver_raw(channel, payload)
 
     async def append_to_journal(self, event: Event) -> None:
+        """As the Redis bus: an event already in this bus's journal is not written twice."""
+        encoded = self.codec.encode(event)
+        if any(payload == encoded for _, payload in self.journal):
+            return
         self.stats.journaled[type(event).__name__] += 1
-        self.journal.append((self.channels.for_event(event), self.codec.encode(event)))
+        self.journal.append((self.channels.for_event(event), encoded))
 
     async def deliver_raw(self, channel: str, payload: bytes) -> None:
         """Deliver a payload as if it arrived from Redis on `channel`; a bad one is counted and

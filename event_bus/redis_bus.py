@@ -181,6 +181,8 @@ class RedisEventBus:
         # (a copy lost with a connection is never sent), the oldest forgotten first
         self._echoes: OrderedDict[tuple[str, bytes], int] = OrderedDict()
         self._echoes_cap = outbox_capacity
+        # ids of orders, fills, signals... this bus has put in the journal: recent ones, bounded
+        self._journaled_ids: OrderedDict[str, None] = OrderedDict()
         self._published_alone: set[str] = set()  # patterns only this process publishes on
         self._local_only: set[str] = set()  # subscribed patterns served without Redis
         # The last payload decoded: a message matching several subscriptions arrives once per
@@ -243,13 +245,25 @@ class RedisEventBus:
         """Queue `event` for its channel and the journal, and hand it to this bus's own
         matching subscriptions. Waits only when the outbox or a subscription's queue is full."""
         channel, payload = await self._enqueue(event, publish=True)
+        if not event.droppable:
+            self._remember_journaled(event.id)
         if self.local_delivery:
             await self._deliver_locally(channel, payload, event)
 
     async def append_to_journal(self, event: Event) -> None:
         """Record `event` in the journal without publishing it: for an event that arrived by a
-        plain `PUBLISH` (a manual signal) and so is not in the journal yet."""
+        plain `PUBLISH` (a manual signal) and so is not in the journal yet. An event this bus
+        published or appended lately is there already and is not written twice."""
+        if event.id in self._journaled_ids:
+            return
         await self._enqueue(event, publish=False)
+        self._remember_journaled(event.id)
+
+    def _remember_journaled(self, event_id: str) -> None:
+        journaled = self._journaled_ids
+        journaled[event_id] = None
+        if len(journaled) > self._echoes_cap:
+            journaled.popitem(last=False)
 
     async def _enqueue(self, event: Event, *, publish: bool) -> tuple[str, bytes]:
         payload = self.codec.encode(event)

@@ -291,7 +291,8 @@ class ExecutionService:
             log.info("signal_ignored_while_stopping", signal_id=event.id)
             return
         # A signal sent by a plain PUBLISH is in no journal yet (storage dedupes by id): journal
-        # it while the decision is taken, not before, so it costs the order no round trip.
+        # it while the decision is taken, not before, so it costs the order no round trip. The
+        # bus skips a signal it published itself (strategy in this process).
         journaled = asyncio.ensure_future(self.bus.append_to_journal(event))
         try:
             await self.handle_signal(event)

@@ -257,6 +257,29 @@ async def test_append_to_journal_records_without_publishing(
     ]
 
 
+async def test_an_event_this_bus_journaled_is_not_appended_again(
+    redis_url: str, channels: Channels, make_bus: BusFactory
+) -> None:
+    """Execution appends every signal it decides: one this bus published or appended already is
+    in the journal, and is not written twice; an event from elsewhere still is."""
+    bus = make_bus(redis_url)
+    await bus.start()
+    published, appended = SampleFill(symbol="A", quantity=1), SampleFill(symbol="A", quantity=2)
+    from_elsewhere = SampleFill(symbol="A", quantity=3)
+    await bus.publish(published)
+    await bus.append_to_journal(appended)
+    for event in (published, appended, from_elsewhere):
+        await bus.append_to_journal(event)
+    assert bus.stats.journaled["SampleFill"] == 2  # appended and from_elsewhere, once each
+    await eventually(lambda: len(bus._outbox) == 0)  # every write acknowledged by Redis
+    journal = await bus.redis.xrange(channels.journal)
+    assert [json.loads(fields[b"event"])["id"] for _, fields in journal] == [
+        published.id,
+        appended.id,
+        from_elsewhere.id,
+    ]
+
+
 async def test_a_redis_that_lost_its_data_is_noticed_and_a_persistent_one_is_not(
     make_bus: BusFactory,
 ) -> None:
