@@ -192,6 +192,7 @@ class ExecutionService:
         if self._publisher is not None:
             await cancel_and_wait(self._publisher)
             self._publisher = None
+        await self.state.close()
         log.info("execution_stopped")
 
     async def wait_refused(self) -> GuardRefused:

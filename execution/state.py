@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from event_bus import Channels
+from event_bus.command_socket import CommandSocket
 
 DECISION_TTL_SECONDS = 7 * 24 * 3600  # longer than any signal lives
 FILLS_TTL_SECONDS = 3 * 24 * 3600  # executions are reconciled for today only
@@ -40,6 +41,8 @@ class ExecutionState(Protocol):
 
     async def set_halt(self, payload: bytes | None) -> None: ...
 
+    async def close(self) -> None: ...
+
 
 def _decision(decision: str, detail: str) -> str:
     return json.dumps({"decision": decision, "at": datetime.now(UTC).isoformat(), "detail": detail})
@@ -51,13 +54,16 @@ class RedisExecutionState:
     def __init__(self, redis: Any, channels: Channels) -> None:
         self._redis = redis
         self._channels = channels
+        # The claim is the one Redis round trip before placeOrder: it has a connection of its own
+        self._claims = CommandSocket(redis)
 
     def _signal_key(self, signal_id: str) -> str:
         return self._channels.state_key(f"signal:{signal_id}")
 
     async def claim(self, signal_id: str, decision: str, detail: str = "") -> bool:
         key, value = self._signal_key(signal_id), _decision(decision, detail)
-        return bool(await self._redis.set(key, value, nx=True, ex=DECISION_TTL_SECONDS))
+        command = (b"SET", key.encode(), value.encode(), b"NX", b"EX", b"%d" % DECISION_TTL_SECONDS)
+        return await self._claims.execute(*command) is not None
 
     async def overwrite(self, signal_id: str, decision: str, detail: str = "") -> None:
         key, value = self._signal_key(signal_id), _decision(decision, detail)
@@ -95,6 +101,9 @@ class RedisExecutionState:
         else:
             await self._redis.set(key, payload)
 
+    async def close(self) -> None:
+        await self._claims.close()
+
 
 class MemoryExecutionState:
     """`ExecutionState` in this process only: for tests and a bus without Redis."""
@@ -127,3 +136,6 @@ class MemoryExecutionState:
 
     async def set_halt(self, payload: bytes | None) -> None:
         self.halt_payload = payload
+
+    async def close(self) -> None:
+        return None

@@ -147,6 +147,7 @@ async def _exercise_daemon_bus(url: str, channels: Channels) -> None:
         await state.set_halt(None)
         await eventually(lambda: _beats(bus.redis, channels), message="the heartbeat key readable")
     finally:
+        await state.close()
         await heartbeat.stop()
         await bus.stop()
     assert sorted(received, key=repr) == sorted(events, key=repr)

@@ -1,0 +1,95 @@
+"""The command socket: execution's claim, outside redis-py's per-command path."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
+
+from event_bus import Channels
+from event_bus.command_socket import CommandSocket
+from event_bus.embedded import EmbeddedRedis
+from event_bus.redis_bus import CONNECTION_ERRORS, connect_redis
+
+
+@pytest.fixture
+async def client(redis_url: str, clean_keys: None) -> AsyncIterator[aioredis.Redis]:
+    redis = connect_redis(redis_url, timeout=5.0)
+    yield redis
+    await redis.aclose()
+
+
+async def test_set_nx_answers_once_and_redis_py_reads_what_it_wrote(
+    client: aioredis.Redis, channels: Channels
+) -> None:
+    socket = CommandSocket(client)
+    key = channels.state_key("signal:s-1").encode()
+    try:
+        first = await socket.execute(b"SET", key, b"placing", b"NX", b"EX", b"60")
+        second = await socket.execute(b"SET", key, b"again", b"NX", b"EX", b"60")
+    finally:
+        await socket.close()
+    assert (first, second) == (b"OK", None)
+    assert await client.get(key) == b"placing"
+    assert 0 < await client.ttl(key) <= 60
+
+
+async def test_an_error_reply_raises_and_the_connection_goes_on(
+    client: aioredis.Redis, channels: Channels
+) -> None:
+    socket = CommandSocket(client)
+    key = channels.state_key("signal:s-2").encode()
+    try:
+        with pytest.raises(ResponseError, match="syntax error"):
+            await socket.execute(b"SET", key, b"v", b"NX", b"NONSENSE")
+        assert await socket.execute(b"SET", key, b"v", b"NX") == b"OK"
+    finally:
+        await socket.close()
+
+
+async def test_a_restarted_redis_fails_one_call_and_the_next_reconnects(
+    embedded_redis: EmbeddedRedis,
+) -> None:
+    client = connect_redis(embedded_redis.url, timeout=5.0)
+    socket = CommandSocket(client)
+    try:
+        assert await socket.execute(b"SET", b"k", b"1", b"NX") == b"OK"
+        await embedded_redis.restart()
+        with pytest.raises(CONNECTION_ERRORS):  # the decision is refused, never guessed
+            await socket.execute(b"SET", b"k2", b"1", b"NX")
+        assert await socket.execute(b"SET", b"k2", b"1", b"NX") == b"OK"
+    finally:
+        await socket.close()
+        await client.aclose()
+
+
+async def test_a_silent_server_times_out_within_the_clients_timeout() -> None:
+    """A Redis that accepts and never answers: the call fails closed within socket_timeout."""
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)
+        while await reader.read(1 << 16):
+            pass
+
+    server = await asyncio.start_server(swallow, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = connect_redis(f"redis://127.0.0.1:{port}/0", timeout=0.3)
+    socket = CommandSocket(client)
+    try:
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            await socket.execute(b"SET", b"k", b"1", b"NX")
+        assert time.monotonic() - started < 3.0
+        assert accepted  # it did connect: the wait was for the reply
+    finally:
+        await socket.close()
+        await client.aclose()
+        for writer in accepted:
+            writer.close()
+        server.close()
+        await server.wait_closed()
