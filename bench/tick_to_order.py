@@ -42,6 +42,7 @@ import asyncio
 import bisect
 import contextlib
 import cProfile
+import gc
 import io
 import logging
 import multiprocessing
@@ -463,6 +464,7 @@ class Result:
     conflated: int
     rejected: int
     startup: float
+    gc_pauses: str = ""
     profile: str = ""
 
 
@@ -501,12 +503,14 @@ async def run_rate(
         startup = await harness.start()
         await asyncio.sleep(warmup)
         samples: list[Sample] = []
+        rejected_before = harness.bus.stats.published.get("RiskRejection", 0)
         harness.strategy.recording = True
         profiler = cProfile.Profile() if profile else None
         sampler = asyncio.create_task(sample_every(1.0, harness, sim, samples))
         if profiler is not None:
             profiler.enable()
-        await asyncio.sleep(seconds)
+        with GcPauses() as collections:
+            await asyncio.sleep(seconds)
         harness.strategy.recording = False
         if profiler is not None:
             profiler.disable()
@@ -564,8 +568,9 @@ async def run_rate(
         buffered_last=buffered_last,
         dropped=sum(stats.dropped.values()),
         conflated=sum(stats.conflated.values()),
-        rejected=stats.published.get("RiskRejection", 0),
+        rejected=stats.published.get("RiskRejection", 0) - rejected_before,
         startup=startup,
+        gc_pauses=collections.summary(),
         profile=_top(profiler) if profiler is not None else "",
     )
 
@@ -643,6 +648,34 @@ async def bus_two_hops(url: str, count: int, *, local: bool = False) -> list[flo
     return results
 
 
+class GcPauses:
+    """Pauses of the garbage collector (ms) while recording, by generation."""
+
+    def __init__(self) -> None:
+        self.pauses: dict[int, list[float]] = defaultdict(list)
+        self._started = 0
+
+    def __enter__(self) -> GcPauses:
+        gc.callbacks.append(self._callback)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        gc.callbacks.remove(self._callback)
+
+    def _callback(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter_ns()
+        else:
+            self.pauses[info["generation"]].append((time.perf_counter_ns() - self._started) / 1e6)
+
+    def summary(self) -> str:
+        parts = [
+            f"gen {generation}: {len(values)}, longest {max(values):.1f} ms"
+            for generation, values in sorted(self.pauses.items())
+        ]
+        return "; ".join(parts) or "none"
+
+
 # Output
 
 
@@ -672,6 +705,7 @@ def report(result: Result) -> None:
         f"{r.buffered_first:,.0f} -> {r.buffered_last:,.0f} bytes; bus dropped {r.dropped}, "
         f"conflated {r.conflated}"
     )
+    print(f"    garbage collections while measured (after `freeze_start_up`): {r.gc_pauses}")
     if r.profile:
         print(r.profile)
 

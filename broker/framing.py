@@ -24,7 +24,9 @@ from ib_async.client import Client
 from ib_async.decoder import Decoder
 
 _LENGTH = struct.Struct(">I")
-READ_BYTES = 16 * 1024  # about 160 quotes; measured in BENCHMARKS.md (tick to order, 20,000/s)
+# About 40 quotes. At 20,000 ticks/s, 4 KiB gave the lowest p99 tick to order of 2, 4, 8 and 16
+# KiB (12-15 ms against 22-34 ms at 16 KiB; BENCHMARKS.md): a read is one uninterrupted callback.
+READ_BYTES = 4 * 1024
 _linear: weakref.WeakSet[Client] = weakref.WeakSet()  # clients already switched
 
 
