@@ -291,13 +291,16 @@ class Harness:
         execution.ib.placeOrder = place_order
 
     async def start(self, timeout: float = 300.0) -> float:
-        """Start the daemon; return once every symbol's ticks reach the strategy (seconds)."""
+        """Start the daemon; return once every symbol's ticks reach the strategy and execution
+        is ready to trade (seconds)."""
         started = time.perf_counter()
         await self.daemon.start()
         freeze_start_up()  # as `main.py run` does
         deadline = started + timeout
+        execution = next(m for m in self.daemon.modules if m.name == "execution")
         while time.perf_counter() < deadline:
-            if len(self.strategy.symbols_seen) >= len(self.symbols):
+            # execution too: a connection that had to be retried would reject the first signals
+            if len(self.strategy.symbols_seen) >= len(self.symbols) and execution.ready:
                 break
             await asyncio.sleep(0.2)
         return time.perf_counter() - started
@@ -519,6 +522,8 @@ async def run_rate(
         with contextlib.suppress(asyncio.CancelledError):
             await sampler
         stats = harness.bus.stats
+        # now, before the simulator stops: its going makes signals in flight fail not_connected
+        rejected = stats.published.get("RiskRejection", 0) - rejected_before
         ticks, orders = await sim.collect()
     finally:
         # The simulator first: a daemon that fell behind would otherwise work through the
@@ -568,7 +573,7 @@ async def run_rate(
         buffered_last=buffered_last,
         dropped=sum(stats.dropped.values()),
         conflated=sum(stats.conflated.values()),
-        rejected=stats.published.get("RiskRejection", 0) - rejected_before,
+        rejected=rejected,
         startup=startup,
         gc_pauses=collections.summary(),
         profile=_top(profiler) if profiler is not None else "",
