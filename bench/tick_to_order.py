@@ -4,12 +4,14 @@
 
 What runs where:
 - the IB Gateway simulator (`ibsim`) runs in a **child process** (like the real Gateway, it has
-  its own process and core); it streams `--symbols` synthetic symbols (SYM0000...) and, for
-  every quote it writes to the socket, records (symbol, last, `perf_counter_ns`) just before
-  the write; for every placeOrder it records `received_perf_ns`, when the read that completed
-  it came off the socket (both ends at the wire: the simulator's own encoding and parsing are
-  not the daemon's latency). `perf_counter_ns` is CLOCK_MONOTONIC, one clock for
-  every process of the machine, so the two processes' timestamps compare directly;
+  its own process and, with two CPUs or more, its own CPU: the last one, the daemon the others;
+  `--no-pin` leaves both to the scheduler); it streams `--symbols` synthetic symbols
+  (SYM0000...) and, for every quote it writes to the socket, records (symbol, last,
+  `perf_counter_ns`) just before the write; for every placeOrder it records
+  `received_perf_ns`, when the read that completed it came off the socket (both ends at the
+  wire: the simulator's own encoding and parsing are not the daemon's latency).
+  `perf_counter_ns` is CLOCK_MONOTONIC, one clock for every process of the machine, so the two
+  processes' timestamps compare directly;
 - the daemon runs in **this process**, one `main.Daemon` with the market_data, strategy and
   execution modules on one bus, against the real Redis (REDIS_URL, else an embedded one), with
   a channel prefix of its own. Storage does not run (it is off the tick -> order path and reads
@@ -46,13 +48,13 @@ import gc
 import io
 import logging
 import multiprocessing
+import os
 import pstats
 import statistics
 import time
 import uuid
-from asyncio import selector_events
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, ClassVar
@@ -62,6 +64,7 @@ import redis.asyncio as aioredis
 from pydantic import SecretStr
 
 from bench.storage_ingest import redis_server
+from broker import framing
 from config import Settings, load_settings
 from event_bus import Channels, Event, RedisEventBus
 from ibsim import SimConfig, Simulator
@@ -74,8 +77,10 @@ from strategy.runner import StrategyRunner
 # The simulator, in its own process
 
 
-def _simulate(config: SimConfig, conn: Any, record_ticks: bool) -> None:
+def _simulate(config: SimConfig, conn: Any, record_ticks: bool, cpu: int | None = None) -> None:
     """Child process: run the simulator; answer "sample" and "stop" from the parent."""
+    if cpu is not None:
+        os.sched_setaffinity(0, {cpu})
 
     async def run() -> None:
         ticks: dict[str, list[tuple[int, float]]] = defaultdict(list)
@@ -112,11 +117,11 @@ def _simulate(config: SimConfig, conn: Any, record_ticks: bool) -> None:
 class SimProcess:
     """The simulator in a child process: start, sample its counters, stop and collect."""
 
-    def __init__(self, config: SimConfig, *, record_ticks: bool) -> None:
+    def __init__(self, config: SimConfig, *, record_ticks: bool, cpu: int | None = None) -> None:
         context = multiprocessing.get_context("spawn")
         self.conn, child_conn = context.Pipe()
         self.process = context.Process(
-            target=_simulate, args=(config, child_conn, record_ticks), daemon=True
+            target=_simulate, args=(config, child_conn, record_ticks, cpu), daemon=True
         )
         self.process.start()
         self.port: int = self.conn.recv()
@@ -439,6 +444,7 @@ def percentile(values: list[float], fraction: float) -> float:
 @dataclass
 class Result:
     paced: bool
+    pinned: str
     rate: int
     symbols: int
     every: int
@@ -487,6 +493,7 @@ async def run_rate(
     warmup: float = 3.0,
     profile: bool = False,
     paced: bool = True,
+    sim_cpu: int | None = None,
 ) -> Result:
     steps_per_second = rate / symbols
     config = SimConfig(
@@ -498,7 +505,7 @@ async def run_rate(
         speed=1.0,
         paced_quotes=paced,
     )
-    sim = SimProcess(config, record_ticks=True)
+    sim = SimProcess(config, record_ticks=True, cpu=sim_cpu)
     names = tuple(config.universe())
     prefix = f"bench-t2o-{uuid.uuid4().hex[:8]}"
     harness = Harness(bench_settings(url, prefix, sim.port, names), names, every, traded)
@@ -547,6 +554,12 @@ async def run_rate(
     buffered_first, buffered_last = split_thirds([float(s.sim_buffered) for s in samples])
     return Result(
         paced=paced,
+        pinned=(
+            f"simulator on CPU {sim_cpu}, daemon on CPU "
+            f"{','.join(map(str, sorted(os.sched_getaffinity(0))))}"
+            if sim_cpu is not None
+            else "not pinned"
+        ),
         rate=rate,
         symbols=symbols,
         every=every,
@@ -689,7 +702,8 @@ def report(result: Result) -> None:
     print(
         f"  {r.rate:>6,} ticks/s asked, {r.symbols:,} symbols, a signal per {r.every} ticks of "
         f"{r.traded} traded symbols ({100 * r.traded / r.symbols / r.every:.1f}% of ticks), "
-        f"quotes {'paced' if r.paced else 'in bursts'} (daemon ready in {r.startup:.1f} s)"
+        f"quotes {'paced' if r.paced else 'in bursts'}, {r.pinned} "
+        f"(daemon ready in {r.startup:.1f} s)"
     )
     print(
         f"    simulator sent {r.sim_rate:,.0f} ticks/s at {r.sim_cpu:.0f}% CPU; "
@@ -733,6 +747,7 @@ def run_all(
     traded: int,
     profile: bool,
     paced: bool,
+    pin: bool = True,
 ) -> None:
     with redis_server() as url:
         print("two Redis hops (publish -> subscriber -> publish -> subscriber), the floor")
@@ -749,10 +764,47 @@ def run_all(
             # orders are capped at ORDERS_PER_SECOND: more would measure ib_async's queue.
             wanted = min(fraction, ORDERS_PER_SECOND / rate)
             every = max(1, round(traded / (count * wanted)))
+            sim_cpu, daemon_cpus = split_cpus() if pin else (None, None)
             result = run_rate(
-                url, rate, count, seconds, every, traded=traded, profile=profile, paced=paced
+                url,
+                rate,
+                count,
+                seconds,
+                every,
+                traded=traded,
+                profile=profile,
+                paced=paced,
+                sim_cpu=sim_cpu,
             )
-            report(asyncio.run(result))
+            with own_cpus(daemon_cpus):
+                report(asyncio.run(result))
+
+
+def split_cpus() -> tuple[int | None, set[int] | None]:
+    """(the simulator's CPU, the daemon's CPUs): the last CPU for the simulator, the rest for
+    this process, as a Gateway on a core of its own; (None, None) with fewer than two CPUs.
+
+    Unpinned, Linux tends to wake the simulator on the CPU of the daemon that just wrote to it,
+    and there it waits until the daemon's turn ends: on 2 vCPUs that put ~400 us between
+    placeOrder and the simulator reading it at 1,000 ticks/s (BENCHMARKS.md, `--no-pin`)."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return None, None
+    return cpus[-1], set(cpus[:-1])
+
+
+@contextlib.contextmanager
+def own_cpus(cpus: set[int] | None) -> Iterator[None]:
+    """Run this process on `cpus` (all of them again afterwards); None: leave it be."""
+    if cpus is None:
+        yield
+        return
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, cpus)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
 
 
 def main() -> None:
@@ -773,14 +825,16 @@ def main() -> None:
     parser.add_argument(
         "--read-size",
         type=int,
-        default=0,
-        help="experiment: bytes asyncio reads per socket recv in the daemon (default 256 KiB)",
+        default=framing.READ_BYTES,
+        help=f"experiment: bytes read from the IB socket at once ({framing.READ_BYTES})",
+    )
+    parser.add_argument(
+        "--no-pin",
+        action="store_true",
+        help="leave the simulator and the daemon to the scheduler (default: a CPU each)",
     )
     args = parser.parse_args()
-    if args.read_size:
-        # ib_async re-slices its receive buffer once per message, so one large read costs
-        # O(read size) per message; smaller reads bound that (see BENCHMARKS.md).
-        selector_events._SelectorSocketTransport.max_size = args.read_size
+    framing.READ_BYTES = args.read_size
     run_all(
         [int(rate) for rate in args.rates.split(",")],
         lambda rate: args.symbols or max(10, min(1000, rate // 10)),
@@ -789,6 +843,7 @@ def main() -> None:
         args.traded,
         args.profile,
         not args.bursts,
+        not args.no_pin,
     )
 
 
