@@ -53,6 +53,8 @@ class EventRegistry:
 
     def __init__(self) -> None:
         self._by_name: dict[str, _Registration] = {}
+        # name as bytes -> registration, for payloads that start with their type's header
+        self._by_header_name: dict[bytes, _Registration] = {}
 
     def register(self, cls: E, *, upcasters: dict[int, Upcaster] | None = None) -> E:
         """Register `cls` under its class name (usable as a decorator)."""
@@ -62,13 +64,23 @@ class EventRegistry:
         if existing is not None and existing.cls is not cls:
             raise ValueError(f"event type {name!r} is already registered by {existing.cls!r}")
         header = b'{"type":"%s","v":%d,' % (name.encode(), cls.schema_version)
-        self._by_name[name] = _Registration(
-            cls, msgspec.json.Decoder(cls), header, dict(upcasters or {})
-        )
+        entry = _Registration(cls, msgspec.json.Decoder(cls), header, dict(upcasters or {}))
+        self._by_name[name] = entry
+        if not cls.content_addressed:  # whose id depends on whether the payload carried one
+            self._by_header_name[name.encode()] = entry
         return cls
 
     def get(self, name: str) -> _Registration | None:
         return self._by_name.get(name)
+
+    def by_header(self, raw: bytes) -> _Registration | None:
+        """The registration whose current header `raw` starts with, as `Codec.encode` writes
+        it; None for anything else (another version, other key order, a content-addressed
+        type), which then takes the full path."""
+        if not raw.startswith(b'{"type":"'):
+            return None
+        entry = self._by_header_name.get(raw[9 : raw.find(b'"', 9)])
+        return entry if entry is not None and raw.startswith(entry.header) else None
 
     def __contains__(self, name: object) -> bool:
         return name in self._by_name
@@ -114,6 +126,25 @@ class Codec:
             raw = payload.encode() if isinstance(payload, str) else payload
         except UnicodeEncodeError as error:
             raise EventRejected(f"not a JSON event: {error}") from None
+        # A payload as `encode` writes it: type and version known, one pass (every field still
+        # checked); anything else reads the envelope first.
+        current = self.registry.by_header(raw)
+        event = self._decode_any(raw) if current is None else self._decode_current(current, raw)
+        if event.ts.utcoffset():
+            event = dataclasses.replace(event, ts=event.ts.astimezone(UTC))
+        return event
+
+    def _decode_current(self, entry: _Registration, raw: bytes) -> Event:
+        try:
+            return entry.decoder.decode(raw)
+        except msgspec.ValidationError as error:  # first: it is a subclass of DecodeError
+            name = entry.cls.__name__
+            raise EventRejected(f"invalid {name}: {error}", event_type=name) from None
+        except (msgspec.DecodeError, RecursionError) as error:
+            raise EventRejected(f"not a JSON event: {error}") from None
+
+    def _decode_any(self, raw: bytes) -> Event:
+        """Envelope first (type, version, id), then the event, upcast if it is older."""
         envelope = self._read_envelope(raw)
         entry = self.registry.get(envelope.type)
         if entry is None:
@@ -121,8 +152,6 @@ class Codec:
         event = self._decode_version(entry, envelope, raw)
         if envelope.id is None and entry.cls.content_addressed:
             event = dataclasses.replace(event, id=content_id(envelope.type, raw))
-        if event.ts.utcoffset():
-            event = dataclasses.replace(event, ts=event.ts.astimezone(UTC))
         return event
 
     def _read_envelope(self, raw: bytes) -> _Envelope:

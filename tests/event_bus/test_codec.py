@@ -299,6 +299,56 @@ def test_decode_rejects_with_a_reason(
     assert _rejection(Codec(), payload) == (reason, event_type)
 
 
+# A payload that starts with its type's current header (as `encode` writes it) is decoded in one
+# pass; anything else goes through the envelope first. Both must give the same answers.
+HEADED = b'{"type":"Quote","v":1,"id":"q-1","ts":"2024-05-06T07:08:09Z",'
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        pytest.param(
+            HEADED + b'"symbol":"A","price":"1.5","size":1}',
+            "invalid Quote: Expected `float`, got `str` - at `$.price`",
+            id="wrong-field-type",
+        ),
+        pytest.param(
+            HEADED + b'"symbol":"A","price":1.5}',
+            "invalid Quote: Object missing required field `size`",
+            id="missing-field",
+        ),
+        pytest.param(
+            HEADED + b'"symbol":"A","price":1.5,"si',
+            "not a JSON event: Input data was truncated",
+            id="truncated",
+        ),
+    ],
+)
+def test_a_payload_with_the_current_header_is_still_checked_field_by_field(
+    payload: bytes, reason: str
+) -> None:
+    assert test_codec.registry.by_header(payload) is not None  # the one-pass path
+    assert _rejection(test_codec, payload) == (reason, "Quote" if "invalid" in reason else None)
+
+
+def test_one_pass_and_envelope_first_decode_to_the_same_event() -> None:
+    quote = Quote(id="q-1", ts=T0, symbol="A", price=1.5, size=3)
+    encoded = test_codec.encode(quote)
+    reordered = json.dumps({**json.loads(encoded), "type": "Quote"}, sort_keys=True).encode()
+    assert test_codec.registry.by_header(encoded) is not None
+    assert test_codec.registry.by_header(reordered) is None  # other key order: envelope first
+    assert test_codec.decode(encoded) == test_codec.decode(reordered) == quote
+
+
+def test_old_versions_and_content_addressed_types_take_the_envelope_path() -> None:
+    old_price = b'{"type":"PriceV2","v":1,"symbol":"A","price_cents":150}'
+    intent = b'{"type":"Intent","v":1,"ts":"2024-05-06T07:08:09Z","symbol":"A","quantity":1}'
+    assert test_codec.registry.by_header(old_price) is None
+    assert test_codec.registry.by_header(intent) is None
+    assert isinstance(test_codec.decode(old_price), PriceV2)
+    assert test_codec.decode(intent).id.startswith("intent-")  # still derived from its content
+
+
 def test_content_addressed_event_without_id_gets_a_derived_id() -> None:
     """The same id-less intent published twice is one intent; a different one is another."""
     payload = b'{"type":"Intent","ts":"2024-05-06T07:08:09Z","symbol":"AAPL","quantity":10}'

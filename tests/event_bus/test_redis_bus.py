@@ -11,6 +11,8 @@ import redis.asyncio as aioredis
 
 from event_bus import Channels, Event, RedisEventBus
 from event_bus.embedded import EmbeddedRedis
+from event_bus.outbox import Outgoing
+from event_bus.redis_bus import pack_command
 from tests.event_bus.events_for_tests import SampleFill, SampleQuote
 from tests.helpers import eventually
 
@@ -471,3 +473,19 @@ async def test_channels_published_alone_are_not_subscribed_in_redis(
     theirs = SampleFill(symbol="MSFT", quantity=2)
     await bus.redis.publish(channels.instrument("fill", "MSFT"), bus.codec.encode(theirs))
     await eventually(lambda: fills.events == [theirs])
+
+
+def test_a_batch_is_packed_as_pack_command_packs_its_arguments() -> None:
+    """The flusher's one-pass packing writes the same bytes as the general packer."""
+    bus = RedisEventBus(aioredis.Redis(), channels=Channels("pack"), journal_maxlen=1000)
+    batch = [
+        Outgoing(1, "pack:tick:AAPL", b'{"x":1}', "Tick", True),
+        Outgoing(2, "pack:signal:AAPL", b"\r\n$3\r\n", "TradeSignal", False, publish=False),
+        Outgoing(3, "pack:tick:AAPL", b"", "Tick", True),
+    ]
+    expected = [b"EVALSHA", bus._script_sha, b"1", b"pack:journal", b"1000"]
+    for item in batch:
+        expected += (b"1" if item.publish else b"0", item.channel.encode(), item.payload)
+    for _ in range(2):  # the second time with each channel's bulk string remembered
+        assert bus._pack_batch(batch) == pack_command(expected)
+    assert bus._pack_batch([]) == pack_command(expected[:5])
