@@ -639,7 +639,8 @@ class RedisEventBus:
             self.stats.duplicates[type(event).__name__] += 1
             return 0
         for subscription in self._subscriptions.get(pattern, ()):
-            await subscription.put(channel, event)
+            if not subscription.offer(channel, event):
+                await subscription.put(channel, event)
         return 1
 
     def _decode(self, channel: str, payload: bytes) -> Event | None:

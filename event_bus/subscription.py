@@ -46,17 +46,24 @@ class Subscription:
             self._task = asyncio.create_task(self._run(), name=f"subscription:{self.name}")
 
     async def put(self, channel: str, event: Event) -> None:
+        while not self.offer(channel, event):  # an event that must not be lost waits for room
+            self._has_room.clear()
+            await self._has_room.wait()
+
+    def offer(self, channel: str, event: Event) -> bool:
+        """Queue `event` unless it must wait for room (False): `put` without a coroutine for
+        the common case, one per event and subscription on the bus's read path."""
         if event.droppable and (channel in self._conflated or len(self._pending) >= self.maxsize):
             if channel in self._conflated:
                 self._stats.conflated[type(event).__name__] += 1
             self._conflated[channel] = event
+        elif len(self._pending) >= self.maxsize:
+            return False
         else:
-            while len(self._pending) >= self.maxsize:
-                self._has_room.clear()
-                await self._has_room.wait()
             self._pending.append(event)
         self._idle.clear()
         self._has_work.set()
+        return True
 
     @property
     def idle(self) -> bool:
