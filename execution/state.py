@@ -55,6 +55,7 @@ class RedisExecutionState:
         self._redis = redis
         self._channels = channels
         # The claim is the one Redis round trip before placeOrder: it has a connection of its own
+        # (opened at start-up by the first `halt()`)
         self._claims = CommandSocket(redis)
 
     def _signal_key(self, signal_id: str) -> str:
@@ -91,7 +92,8 @@ class RedisExecutionState:
             await pipe.execute()
 
     async def halt(self) -> bytes | None:
-        raw = await self._redis.get(self._channels.state_key("halt"))
+        # Read at start-up through the claim's connection, so the first order does not open it
+        raw = await self._claims.execute(b"GET", self._channels.state_key("halt").encode())
         return raw if raw is None or isinstance(raw, bytes) else str(raw).encode()
 
     async def set_halt(self, payload: bytes | None) -> None:
