@@ -11,6 +11,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from event_bus.redis_bus import pack_command
+from event_bus.subscriber_socket import streams_of
 
 # When the client has no socket_timeout of its own.
 DEFAULT_TIMEOUT_SECONDS = 5.0
@@ -29,14 +30,15 @@ class CommandSocket:
     would otherwise answer the next call. The next call opens a new one.
     """
 
-    def __init__(self, redis: aioredis.Redis, *, timeout: float | None = None) -> None:
+    def __init__(self, redis: aioredis.Redis) -> None:
         self._redis = redis
+        # as long as the client itself waits for a reply
         configured = redis.connection_pool.connection_kwargs.get("socket_timeout")
-        self.timeout = timeout or configured or DEFAULT_TIMEOUT_SECONDS
+        self.timeout = configured or DEFAULT_TIMEOUT_SECONDS
         self._connection: Any = None
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
-        self._parser = hiredis.Reader(replyError=ResponseError)
+        self._parser = hiredis.Reader(replyError=ResponseError)  # a fresh one per connection
         self._lock = asyncio.Lock()
 
     async def execute(self, *arguments: bytes) -> Any:
@@ -65,12 +67,7 @@ class CommandSocket:
         connection = self._redis.connection_pool.make_connection()
         self._connection = connection
         await connection.connect()
-        reader, writer = getattr(connection, "_reader", None), getattr(connection, "_writer", None)
-        if not isinstance(reader, asyncio.StreamReader) or not isinstance(
-            writer, asyncio.StreamWriter
-        ):
-            raise RuntimeError("this redis-py version hides its streams; pin the tested version")
-        self._reader, self._writer = reader, writer
+        self._reader, self._writer = streams_of(connection)
         self._parser = hiredis.Reader(replyError=ResponseError)
 
     async def _reply(self) -> Any:

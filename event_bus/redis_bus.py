@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import time
 from collections import OrderedDict
@@ -68,6 +69,15 @@ def _bulk(argument: bytes) -> bytes:
 
 
 _PUBLISH, _JOURNAL_ONLY = _bulk(b"1"), _bulk(b"0")  # the batch script's per-event flag
+
+
+# Channel and pattern names come and go with symbols, but few at a time: each is converted once.
+@functools.lru_cache(maxsize=100_000)
+def _bulk_channel(channel: str) -> bytes:
+    return _bulk(channel.encode())
+
+
+_name = functools.lru_cache(maxsize=100_000)(bytes.decode)  # a name off the wire, as str
 
 
 def pack_command(arguments: list[bytes]) -> bytes:
@@ -184,12 +194,10 @@ class RedisEventBus:
         self._log_connect_failed = ThrottledLog("bus_connect_failed", per_second=0.2)
         # channel -> the subscribed patterns it matches (forgotten at every new subscription)
         self._matching: dict[str, list[str]] = {}
-        self._names: dict[bytes, str] = {}  # channel and pattern names as they arrive -> str
-        self._bulk_channels: dict[str, bytes] = {}  # channel -> its RESP bulk string
         # (pattern, payload) delivered locally -> copies Redis is still to send back; bounded
         # (a copy lost with a connection is never sent), the oldest forgotten first
         self._echoes: OrderedDict[tuple[str, bytes], int] = OrderedDict()
-        self._echoes_cap = outbox_capacity
+        self._remember_at_most = outbox_capacity  # echoes and journaled ids, each
         # ids of orders, fills, signals... this bus has put in the journal: recent ones, bounded
         self._journaled_ids: OrderedDict[str, None] = OrderedDict()
         self._published_alone: set[str] = set()  # patterns only this process publishes on
@@ -271,7 +279,7 @@ class RedisEventBus:
     def _remember_journaled(self, event_id: str) -> None:
         journaled = self._journaled_ids
         journaled[event_id] = None
-        if len(journaled) > self._echoes_cap:
+        if len(journaled) > self._remember_at_most:
             journaled.popitem(last=False)
 
     async def _enqueue(self, event: Event, *, publish: bool) -> tuple[str, bytes]:
@@ -308,7 +316,7 @@ class RedisEventBus:
             if pattern not in local_only:  # Redis will send it back too
                 key = (pattern, payload)
                 echoes[key] = echoes.get(key, 0) + 1
-                if len(echoes) > self._echoes_cap:
+                if len(echoes) > self._remember_at_most:
                     echoes.popitem(last=False)
             await self._hand_over(pattern, channel, event)
 
@@ -342,14 +350,9 @@ class RedisEventBus:
         head = [b"EVALSHA", self._script_sha, b"1", self.channels.journal.encode()]
         head.append(b"%d" % self.journal_maxlen)
         parts = [b"*%d\r\n" % (len(head) + 3 * len(batch)), *map(_bulk, head)]
-        bulk_channels = self._bulk_channels
         for item in batch:
-            channel = bulk_channels.get(item.channel)
-            if channel is None:
-                if len(bulk_channels) >= 100_000:  # channels come and go; keep it bounded
-                    bulk_channels.clear()
-                channel = bulk_channels[item.channel] = _bulk(item.channel.encode())
-            parts += (_PUBLISH if item.publish else _JOURNAL_ONLY, channel, _bulk(item.payload))
+            flag = _PUBLISH if item.publish else _JOURNAL_ONLY
+            parts += (flag, _bulk_channel(item.channel), _bulk(item.payload))
         return b"".join(parts)
 
     async def _send(self, batch: list[Outgoing]) -> bool:
@@ -542,11 +545,11 @@ class RedisEventBus:
             return
         kind = message[0]
         if kind == b"pmessage":
-            pattern = self._name(message[1])
+            pattern = _name(message[1])
             if not self._is_echo(pattern, message[3]):
-                await self._deliver(pattern, self._name(message[2]), message[3])
+                await self._deliver(pattern, _name(message[2]), message[3])
         elif kind == b"message":
-            channel = self._name(message[1])
+            channel = _name(message[1])
             if not self._is_echo(channel, message[2]):
                 await self._deliver(channel, channel, message[2])
         elif kind in (b"psubscribe", b"subscribe"):
@@ -556,15 +559,6 @@ class RedisEventBus:
                 self._unconfirmed.discard(pattern)
                 if not self._unconfirmed:
                     await self._on_subscribed()
-
-    def _name(self, raw: bytes) -> str:
-        """A channel or pattern name as str, decoded once per name (there are few names)."""
-        name = self._names.get(raw)
-        if name is None:
-            if len(self._names) >= 100_000:  # channels come and go; keep it bounded
-                self._names.clear()
-            name = self._names[raw] = raw.decode()
-        return name
 
     def _confirm(self, pattern: str) -> None:
         for waiter in self._confirmations.pop(pattern, []):

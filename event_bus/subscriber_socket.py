@@ -9,6 +9,15 @@ import hiredis
 import redis.asyncio as aioredis
 
 
+def streams_of(connection: Any) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """The streams of a connected redis-py connection, for a socket that reads and writes them
+    itself (they are private to redis-py: an upgrade that renames them fails here, loudly)."""
+    reader, writer = getattr(connection, "_reader", None), getattr(connection, "_writer", None)
+    if not isinstance(reader, asyncio.StreamReader) or not isinstance(writer, asyncio.StreamWriter):
+        raise RuntimeError("this redis-py version hides its streams; pin the tested version")
+    return reader, writer
+
+
 class SubscriberSocket:
     """A dedicated connection in subscribe mode.
 
@@ -24,10 +33,7 @@ class SubscriberSocket:
 
     async def connect(self) -> None:
         await self._connection.connect()
-        stream = getattr(self._connection, "_reader", None)
-        if not isinstance(stream, asyncio.StreamReader):
-            raise RuntimeError("this redis-py version hides its stream; pin the tested version")
-        self._stream = stream
+        self._stream, _ = streams_of(self._connection)
 
     async def send(self, *command: str | bytes) -> None:
         await self._connection.send_command(*command)
