@@ -312,7 +312,9 @@ class Harness:
 
     def backlog(self) -> int:
         """Events waiting in this process: every subscription's queue plus the outbox."""
-        queued = sum(sub.backlog for subs in self.bus._subscriptions.values() for sub in subs)
+        # a subscription to several channels is listed under each of them: count it once
+        subscriptions = {sub for subs in self.bus._subscriptions.values() for sub in subs}
+        queued = sum(sub.backlog for sub in subscriptions)
         return queued + len(self.bus._outbox)
 
     async def stop(self) -> None:

@@ -7,6 +7,15 @@ from dataclasses import dataclass
 from event_bus.events import INSTRUMENT_KINDS, Event
 
 
+def is_exact(pattern: str) -> bool:
+    """A pattern without glob characters names one channel: SUBSCRIBE it, not PSUBSCRIBE.
+
+    Redis matches every PUBLISH against every PSUBSCRIBE pattern of every client, but finds
+    SUBSCRIBE channels by a hash lookup: 15,000 per-symbol patterns took Redis to 95% CPU.
+    """
+    return not any(char in pattern for char in "*?[\\")
+
+
 @dataclass(frozen=True, slots=True)
 class Channels:
     """Names under one prefix (`CHANNEL_PREFIX`, default `trading`)."""

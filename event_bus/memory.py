@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from fnmatch import fnmatchcase
 
-from event_bus.channels import Channels
+from event_bus.channels import Channels, is_exact
 from event_bus.codec import Codec, EventRejected
 from event_bus.events import Event
 from event_bus.stats import BusStats, ThrottledLog
@@ -30,6 +31,7 @@ class InMemoryEventBus:
         self.published: list[Event] = []
         self.journal: list[tuple[str, bytes]] = []  # (channel, payload), as in the Redis stream
         self._subscriptions: list[Subscription] = []
+        self._routes: list[tuple[str, Subscription]] = []  # (pattern, its subscription)
         self._log_rejected = ThrottledLog("event_rejected")
 
     async def start(self) -> None:
@@ -73,18 +75,35 @@ class InMemoryEventBus:
             self.stats.rejected[channel] += 1
             self._log_rejected(channel=channel, reason=rejected.reason)
             return
-        for subscription in self._subscriptions:
-            if fnmatchcase(channel, subscription.pattern):
+        for pattern, subscription in self._routes:
+            if fnmatchcase(channel, pattern):
                 await subscription.put(channel, event)
 
     async def subscribe(
         self, pattern: str, handler: Handler, *, name: str | None = None
     ) -> Subscription:
+        return self._add([pattern], handler, name=name or pattern)
+
+    async def subscribe_channels(
+        self, channels: Iterable[str], handler: Handler, *, name: str
+    ) -> Subscription:
+        """As the Redis bus: one subscription for several exact channels."""
+        wanted = list(dict.fromkeys(channels))
+        if not wanted or not all(map(is_exact, wanted)):
+            raise ValueError(f"{name}: subscribe_channels takes exact channel names, not patterns")
+        return self._add(wanted, handler, name=name)
+
+    def _add(self, patterns: list[str], handler: Handler, *, name: str) -> Subscription:
         subscription = Subscription(
-            pattern, handler, name=name or pattern, maxsize=self.queue_size, stats=self.stats
+            patterns[0] if len(patterns) == 1 else name,
+            handler,
+            name=name,
+            maxsize=self.queue_size,
+            stats=self.stats,
         )
         subscription.start()
         self._subscriptions.append(subscription)
+        self._routes.extend((pattern, subscription) for pattern in patterns)
         return subscription
 
     async def drain(self) -> None:

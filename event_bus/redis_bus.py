@@ -8,7 +8,7 @@ import functools
 import hashlib
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from fnmatch import fnmatchcase
 from typing import Any
 
@@ -19,7 +19,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError, RedisError
 
 from event_bus.backoff import Backoff
-from event_bus.channels import Channels
+from event_bus.channels import Channels, is_exact
 from event_bus.codec import Codec, EventRejected
 from event_bus.events import Event, new_event_id
 from event_bus.outbox import Outbox, Outgoing
@@ -107,15 +107,6 @@ class RecentIds:
         if len(self._ids) > self.size:
             self._ids.popitem(last=False)
         return True
-
-
-def is_exact(pattern: str) -> bool:
-    """A pattern without glob characters names one channel: SUBSCRIBE it, not PSUBSCRIBE.
-
-    Redis matches every PUBLISH against every PSUBSCRIBE pattern of every client, but finds
-    SUBSCRIBE channels by a hash lookup: 15,000 per-symbol patterns took Redis to 95% CPU.
-    """
-    return not any(char in pattern for char in "*?[\\")
 
 
 class RedisEventBus:
@@ -417,21 +408,48 @@ class RedisEventBus:
 
         When the bus is connected, returns once Redis has confirmed the subscription.
         """
+        return await self._subscribe([pattern], handler, name=name or pattern)
+
+    async def subscribe_channels(
+        self, channels: Iterable[str], handler: Handler, *, name: str
+    ) -> Subscription:
+        """One subscription (one queue, one worker task) for several exact channels: events on
+        any of them reach `handler` one at a time, in the order they arrived.
+
+        For a handler that serves many instruments alike: a subscription per channel would cost
+        a task switch per event and a task per channel. When the queue is full, droppable events
+        are conflated per channel, as in any subscription. Redis is asked in one SUBSCRIBE.
+        """
+        wanted = list(dict.fromkeys(channels))
+        if not wanted or not all(map(is_exact, wanted)):
+            raise ValueError(f"{name}: subscribe_channels takes exact channel names, not patterns")
+        return await self._subscribe(wanted, handler, name=name)
+
+    async def _subscribe(self, patterns: list[str], handler: Handler, *, name: str) -> Subscription:
+        """One subscription for `patterns`, which never match a channel in common."""
         subscription = Subscription(
-            pattern, handler, name=name or pattern, maxsize=self.queue_size, stats=self.stats
+            patterns[0] if len(patterns) == 1 else name,
+            handler,
+            name=name,
+            maxsize=self.queue_size,
+            stats=self.stats,
         )
         subscription.start()
-        first = pattern not in self._subscriptions
-        self._subscriptions.setdefault(pattern, []).append(subscription)
         self._matching.clear()
-        self._recent.setdefault(pattern, RecentIds(100_000))
-        if first and self._served_locally(pattern):
-            self._local_only.add(pattern)
-        if pattern in self._local_only:
+        new_in_redis = []
+        for pattern in patterns:
+            first = pattern not in self._subscriptions
+            self._subscriptions.setdefault(pattern, []).append(subscription)
+            self._recent.setdefault(pattern, RecentIds(100_000))
+            if first and self._served_locally(pattern):
+                self._local_only.add(pattern)
+            if first and pattern not in self._local_only:
+                new_in_redis.append(pattern)
+        if all(pattern in self._local_only for pattern in patterns):
             return subscription
         self._has_patterns.set()
-        if first and self._subscriber is not None:
-            await self._subscribe_now(self._subscriber, pattern)
+        if new_in_redis and self._subscriber is not None:
+            await self._subscribe_now(self._subscriber, new_in_redis)
         elif self._tasks and not self.connected:
             await self._wait_connected()
         return subscription
@@ -444,17 +462,25 @@ class RedisEventBus:
             log.warning("bus_not_connected_yet", waited_seconds=timeout)
 
     async def _subscribe_now(
-        self, subscriber: SubscriberSocket, pattern: str, timeout: float = 5.0
+        self, subscriber: SubscriberSocket, patterns: list[str], timeout: float = 5.0
     ) -> None:
-        """Subscribe on the live connection; the reader task resolves the confirmation."""
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._confirmations.setdefault(pattern, []).append(waiter)
+        """Subscribe on the live connection; the reader task resolves the confirmations."""
+        loop = asyncio.get_running_loop()
+        waiters: list[asyncio.Future[None]] = []
+        for pattern in patterns:
+            waiters.append(loop.create_future())
+            self._confirmations.setdefault(pattern, []).append(waiters[-1])
+        exact = [pattern for pattern in patterns if is_exact(pattern)]
+        globs = [pattern for pattern in patterns if not is_exact(pattern)]
         try:
-            await subscriber.send("SUBSCRIBE" if is_exact(pattern) else "PSUBSCRIBE", pattern)
-            await asyncio.wait_for(waiter, timeout)
+            if exact:
+                await subscriber.send("SUBSCRIBE", *exact)
+            if globs:
+                await subscriber.send("PSUBSCRIBE", *globs)
+            await asyncio.wait_for(asyncio.gather(*waiters), timeout)
         except (*CONNECTION_ERRORS, ConnectionError) as error:
-            # The reader reconnects and subscribes every pattern again, this one included.
-            log.warning("bus_subscribe_deferred", pattern=pattern, error=str(error))
+            # The reader reconnects and subscribes every pattern again, these included.
+            log.warning("bus_subscribe_deferred", patterns=patterns[:5], error=str(error))
 
     # Reading
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
 import structlog
@@ -23,8 +23,8 @@ class Bus(Protocol):
 
     channels: Channels
 
-    async def subscribe(
-        self, pattern: str, handler: Handler, *, name: str | None = None
+    async def subscribe_channels(
+        self, channels: Iterable[str], handler: Handler, *, name: str
     ) -> Subscription: ...
 
     async def publish(self, event: Event) -> None: ...
@@ -35,9 +35,10 @@ class StrategyRunner:
 
     Subscribes, for each configured symbol, to `trading:bar:{SYMBOL}` (only bars of
     `bar_seconds` reach the strategy), `trading:fill:{SYMBOL}` and, when the strategy wants them,
-    `trading:tick:{SYMBOL}`. Publishes `TradeSignal` on `trading:signal:{SYMBOL}`. A strategy
-    that raises is logged with the event and the runner goes on; after `max_failures` in a row
-    it is disabled and `StrategyDisabled` goes out on `trading:system:strategy`.
+    `trading:tick:{SYMBOL}`: one subscription per kind, so each kind reaches the strategy in the
+    order it arrived, whatever the symbol. Publishes `TradeSignal` on `trading:signal:{SYMBOL}`.
+    A strategy that raises is logged with the event and the runner goes on; after `max_failures`
+    in a row it is disabled and `StrategyDisabled` goes out on `trading:system:strategy`.
     """
 
     name = "strategy"
@@ -88,10 +89,9 @@ class StrategyRunner:
         kinds: list[tuple[str, Handler]] = [("bar", self._on_bar), ("fill", self._on_fill)]
         if self.strategy.wants_ticks:
             kinds.append(("tick", self._on_tick))
-        for symbol in self.symbols:
-            for kind, handler in kinds:
-                channel = self.bus.channels.instrument(kind, symbol)
-                await self.bus.subscribe(channel, handler, name=f"strategy:{kind}:{symbol}")
+        for kind, handler in kinds:  # one queue per kind for all symbols: no task per symbol
+            channels = [self.bus.channels.instrument(kind, symbol) for symbol in self.symbols]
+            await self.bus.subscribe_channels(channels, handler, name=f"strategy:{kind}")
 
     async def _on_bar(self, event: Event) -> None:
         if not isinstance(event, Bar) or not self._accepts_bar_size(event):

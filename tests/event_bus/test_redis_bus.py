@@ -335,6 +335,35 @@ async def test_an_exact_channel_is_subscribed_not_pattern_matched(
     assert everything.events == [other, mine]
 
 
+async def test_one_subscription_serves_several_channels_in_arrival_order(
+    redis_url: str, channels: Channels, make_bus: BusFactory
+) -> None:
+    """subscribe_channels: one SUBSCRIBE for every channel, events of all of them to one handler
+    in the order they came, other channels' events not at all; a pattern is refused."""
+    publisher, bus = make_bus(redis_url), make_bus(redis_url)
+    received = Recorder()
+    wanted = [channels.instrument("fill", symbol) for symbol in ("AAPL", "MSFT", "AAPL")]
+    subscription = await bus.subscribe_channels(wanted, received, name="fills")
+    await bus.start()
+    await publisher.start()
+    server = aioredis.Redis.from_url(redis_url)
+    try:
+        subscribed = await server.pubsub_channels(channels.instrument("fill", "*"))
+        assert sorted(subscribed) == sorted(name.encode() for name in set(wanted))
+    finally:
+        await server.aclose()
+    fills = [
+        SampleFill(symbol=s, quantity=n) for n, s in enumerate(["AAPL", "MSFT", "IBM", "MSFT"])
+    ]
+    for fill in fills:
+        await publisher.publish(fill)
+    await eventually(lambda: len(received.events) == 3, message="both channels' fills")
+    assert received.events == [fills[0], fills[1], fills[3]]
+    assert all(bus._subscriptions[name] == [subscription] for name in set(wanted))
+    with pytest.raises(ValueError, match="exact channel names"):
+        await bus.subscribe_channels([channels.instrument("fill", "*")], received, name="bad")
+
+
 async def test_an_event_delivered_to_several_subscriptions_is_decoded_once(
     redis_url: str, channels: Channels, make_bus: BusFactory
 ) -> None:
@@ -453,9 +482,11 @@ async def test_channels_published_alone_are_not_subscribed_in_redis(
     no such subscription and sends nothing back; other kinds still go through Redis."""
     bus = make_bus(redis_url)
     bus.publishes_alone(channels.instrument("tick", "*"))
-    quotes, one_quote, fills = Recorder(), Recorder(), Recorder()
+    quotes, one_quote, some_quotes, fills = Recorder(), Recorder(), Recorder(), Recorder()
     await bus.subscribe(channels.instrument("tick", "*"), quotes)
     await bus.subscribe(channels.instrument("tick", "AAPL"), one_quote)
+    some = [channels.instrument("tick", symbol) for symbol in ("AAPL", "MSFT")]
+    await bus.subscribe_channels(some, some_quotes, name="some quotes")
     await bus.subscribe(channels.instrument("fill", "*"), fills)
     await bus.start()
     server = aioredis.Redis.from_url(redis_url)
@@ -469,6 +500,7 @@ async def test_channels_published_alone_are_not_subscribed_in_redis(
     await bus.publish(quote)
     await bus.drain()
     assert quotes.events == [quote] and one_quote.events == [quote]
+    assert some_quotes.events == [quote]
     assert not bus._echoes  # no copy will come back for the quote subscriptions
     theirs = SampleFill(symbol="MSFT", quantity=2)
     await bus.redis.publish(channels.instrument("fill", "MSFT"), bus.codec.encode(theirs))

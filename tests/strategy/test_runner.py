@@ -127,6 +127,26 @@ async def test_ticks_are_fed_only_to_a_strategy_that_wants_them(bus: InMemoryEve
     assert strategy.ticks == [apple]
 
 
+async def test_ticks_of_all_symbols_reach_the_strategy_in_arrival_order(
+    bus: InMemoryEventBus,
+) -> None:
+    """One subscription per kind for all the runner's symbols: ticks interleaved across symbols
+    reach the strategy as they were published (a queue per symbol would group them by symbol)."""
+    strategy = TickCounter()
+    runner = StrategyRunner(
+        strategy, bus, symbols=("AAPL", "MSFT", "IBM"), bar_seconds=60, max_failures=3
+    )
+    await runner.start()
+    ticks = [
+        Tick(symbol=symbol, last=100.0 + n)
+        for n, symbol in enumerate(["AAPL", "MSFT", "AAPL", "IBM", "MSFT", "TSLA"])
+    ]
+    for tick in ticks:
+        await bus.publish(tick)
+    await bus.drain()
+    assert strategy.ticks == ticks[:5]
+
+
 async def test_a_stopped_runner_feeds_nothing(bus: InMemoryEventBus) -> None:
     """After stop(), bars no longer reach the strategy."""
     runner = await started_runner(bus, Exploding(StrategyParams(), quantity=10, signal_ttl=TTL))
