@@ -64,7 +64,7 @@ class RedisExecutionState:
     async def claim(self, signal_id: str, decision: str, detail: str = "") -> bool:
         key, value = self._signal_key(signal_id), _decision(decision, detail)
         command = (b"SET", key.encode(), value.encode(), b"NX", b"EX", b"%d" % DECISION_TTL_SECONDS)
-        return await self._claims.execute(*command) is not None
+        return await self._claims.execute(*command, urgent=True) is not None
 
     async def overwrite(self, signal_id: str, decision: str, detail: str = "") -> None:
         # right after placeOrder: the claim's connection costs the loop less than redis-py's

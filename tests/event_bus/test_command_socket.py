@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 
+import hiredis
 import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
@@ -86,6 +87,63 @@ async def test_a_silent_server_times_out_within_the_clients_timeout() -> None:
             await socket.execute(b"SET", b"k", b"1", b"NX")
         assert time.monotonic() - started < 3.0
         assert accepted  # it did connect: the wait was for the reply
+    finally:
+        await socket.close()
+        await client.aclose()
+        for writer in accepted:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_an_urgent_command_is_answered_in_place_and_a_plain_one_through_the_loop(
+    client: aioredis.Redis, channels: Channels
+) -> None:
+    """The claim's reply from loopback Redis is read without yielding to the event loop."""
+    socket = CommandSocket(client)
+    key = channels.state_key("signal:s-3").encode()
+    try:
+        assert await socket.execute(b"PING") == b"PONG"  # connects; a plain call
+        assert socket.urgent_replies_in_place == 0
+        assert await socket.execute(b"SET", key, b"placing", b"NX", urgent=True) == b"OK"
+        assert await socket.execute(b"SET", key, b"again", b"NX", urgent=True) is None
+        assert socket.urgent_replies_in_place == 2
+        assert await socket.execute(b"GET", key) == b"placing"
+    finally:
+        await socket.close()
+
+
+async def test_an_urgent_reply_later_than_the_wait_is_awaited_and_the_connection_goes_on() -> None:
+    """A server in this event loop cannot answer while the caller holds the loop: the urgent
+    call gives up waiting in place after URGENT_WAIT_SECONDS, awaits the reply, and the replies
+    that follow still pair with their commands."""
+    served: list[bytes] = []
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)
+        parser = hiredis.Reader()
+        while data := await reader.read(1 << 16):
+            parser.feed(data)
+            while (command := parser.gets()) is not False:
+                served.append(command[0])
+                if command[0].upper() == b"ECHO":
+                    writer.write(b"$%d\r\n%s\r\n" % (len(command[1]), command[1]))
+                else:  # what redis-py sends on connecting (CLIENT SETINFO)
+                    writer.write(b"+OK\r\n")
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = aioredis.Redis(host="127.0.0.1", port=port, socket_timeout=2.0)
+    socket = CommandSocket(client)
+    try:
+        started = time.perf_counter()
+        assert await socket.execute(b"ECHO", b"a", urgent=True) == b"a"
+        assert await socket.execute(b"ECHO", b"b", urgent=True) == b"b"
+        assert await socket.execute(b"ECHO", b"c") == b"c"
+        assert socket.urgent_replies_in_place == 0
+        assert time.perf_counter() - started < 2.0
+        assert served[-3:] == [b"ECHO", b"ECHO", b"ECHO"]
     finally:
         await socket.close()
         await client.aclose()
