@@ -68,7 +68,7 @@ from broker import framing
 from config import Settings, load_settings
 from event_bus import Channels, Event, RedisEventBus
 from ibsim import SimConfig, Simulator
-from main import Daemon, build_bus, build_module, freeze_start_up
+from main import Daemon, build_bus, build_module, freeze_once_subscribed, freeze_start_up
 from market_data.model import Bar, Tick
 from strategy.base import Strategy, StrategyParams
 from strategy.model import TradeSignal
@@ -308,6 +308,7 @@ class Harness:
             if len(self.strategy.symbols_seen) >= len(self.symbols) and execution.ready:
                 break
             await asyncio.sleep(0.2)
+        await freeze_once_subscribed(self.daemon)  # as `main.py run` does, once subscribed
         return time.perf_counter() - started
 
     def backlog(self) -> int:

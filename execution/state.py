@@ -70,7 +70,7 @@ class RedisExecutionState:
         # right after placeOrder: the claim's connection costs the loop less than redis-py's
         key, value = self._signal_key(signal_id), _decision(decision, detail)
         command = (b"SET", key.encode(), value.encode(), b"EX", b"%d" % DECISION_TTL_SECONDS)
-        await self._claims.execute(*command)
+        await self._claims.execute(*command, urgent=True)  # the next signal waits for it
 
     async def decision(self, signal_id: str) -> dict[str, Any] | None:
         raw = await self._redis.get(self._signal_key(signal_id))

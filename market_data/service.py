@@ -67,6 +67,8 @@ class MarketDataService:
         )
         self._outgoing: list[Event] = []  # events in the order they were made, to publish
         self._wakeup = asyncio.Event()
+        # set once the first connection's requests are made (ib_async's tickers then exist)
+        self.subscribed = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._retry_tasks: set[asyncio.Task[None]] = set()
         connection.add_connect_hook(self._on_connected)
@@ -164,6 +166,7 @@ class MarketDataService:
         symbols = tuple(feed.name for feed in self.subscriptions)
         log.info("market_data_subscribed", reason=reason, instruments=len(symbols))
         self._emit(MarketDataResubscribed(reason=reason, symbols=symbols))
+        self.subscribed.set()
 
     # Instruments
 

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
 from datetime import UTC, datetime
+from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
 from ib_async import IB, Stock
@@ -10,6 +14,7 @@ from ib_async import IB, Stock
 from config import IBSettings, InstrumentSetting
 from event_bus import Channels, InMemoryEventBus, RedisEventBus
 from ibsim import SimConfig, Simulator
+from main import freeze_once_subscribed
 from market_data.bars import bar_id
 from market_data.model import Bar, InstrumentUnavailable, MarketDataResubscribed, Tick
 from market_data.service import build_market_data
@@ -39,6 +44,27 @@ async def test_ticks_and_bars_for_every_symbol(
     assert subscribed == MarketDataResubscribed(
         id=subscribed.id, ts=subscribed.ts, reason="connected", symbols=SYMBOLS
     )
+
+
+async def test_once_subscribed_the_daemon_freezes_what_ib_async_made_for_the_requests(
+    make_service: ServiceFactory, bus: InMemoryEventBus
+) -> None:
+    """`main.freeze_once_subscribed` waits for the first requests, then freezes: the tickers
+    ib_async made for them (after start-up's freeze) are no longer walked by the collector."""
+    service = make_service()
+    daemon = cast(Any, SimpleNamespace(modules=[service]))
+    freezing = asyncio.create_task(freeze_once_subscribed(daemon, timeout=10))
+    await service.start()
+    try:
+        await asyncio.wait_for(freezing, 10)
+        tickers = [feed.ticker for feed in service.subscriptions if feed.ticker is not None]
+        assert len(tickers) == len(SYMBOLS)
+        tracked = {id(obj) for obj in gc.get_objects()}
+        assert not any(id(ticker) in tracked for ticker in tickers)
+    finally:
+        gc.unfreeze()
+    tracked = {id(obj) for obj in gc.get_objects()}
+    assert all(id(ticker) in tracked for ticker in tickers)
 
 
 async def test_stop_cancels_every_subscription(
