@@ -69,6 +69,9 @@ class MarketDataService:
         self._wakeup = asyncio.Event()
         # set once the first connection's requests are made (ib_async's tickers then exist)
         self.subscribed = asyncio.Event()
+        # ib_async holds requests beyond 45/s in a queue: a stream whose request waits there is
+        # not silent, so the watchdog pauses meanwhile and counts from when the queue drained
+        self._throttled = False
         self._tasks: list[asyncio.Task[None]] = []
         self._retry_tasks: set[asyncio.Task[None]] = set()
         connection.add_connect_hook(self._on_connected)
@@ -96,6 +99,8 @@ class MarketDataService:
         ib = self.connection.ib
         ib.pendingTickersEvent += self._on_pending_tickers
         ib.barUpdateEvent += self._on_bar_update
+        ib.client.throttleStart += self._on_throttle_start
+        ib.client.throttleEnd += self._on_throttle_end
         self._tasks.append(asyncio.create_task(self._publish_forever(), name="md-publish"))
         if self._limits:
             self._tasks.append(asyncio.create_task(self._watch_forever(), name="md-watchdog"))
@@ -113,6 +118,8 @@ class MarketDataService:
         ib = self.connection.ib
         ib.pendingTickersEvent -= self._on_pending_tickers
         ib.barUpdateEvent -= self._on_bar_update
+        ib.client.throttleStart -= self._on_throttle_start
+        ib.client.throttleEnd -= self._on_throttle_end
         await self._publish_queued()
         await cancel_and_wait(publisher)
         self._tasks = []
@@ -123,6 +130,7 @@ class MarketDataService:
     async def _on_connected(self, ib: IB) -> None:
         """After every (re)connection: ib_async forgot every request, so request all again."""
         self.subscriptions.forget_requests()
+        self._throttled = False  # a new connection starts with an empty queue
         ib.reqMarketDataType(MARKET_DATA_TYPES[self.settings.market_data_type])
         await self._qualify_pending(ib)
         self._resubscribe_all("connected")
@@ -233,8 +241,17 @@ class MarketDataService:
         interval = min(self._limits.values()) / 4
         while True:
             await asyncio.sleep(interval)
-            if self.connection.ready_to_trade:
+            if self.connection.ready_to_trade and not self._throttled:
                 self.check_staleness(time.monotonic())
+
+    def _on_throttle_start(self) -> None:
+        self._throttled = True
+        log.info("ib_requests_throttled", hint="over 45 requests/s: ib_async queues the rest")
+
+    def _on_throttle_end(self) -> None:
+        """Every queued request has left: silence counts from now, not from the request."""
+        self._throttled = False
+        self.subscriptions.restart_clocks(time.monotonic())
 
     def check_staleness(self, now: float) -> None:
         """Resubscribe each stream silent longer than its limit, and say so."""

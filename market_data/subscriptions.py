@@ -89,6 +89,12 @@ class Subscriptions:
             feed.request_ids.clear()
             feed.ticker = feed.bars = None
 
+    def restart_clocks(self, now: float) -> None:
+        """Staleness of every live stream counts from `now` at the earliest."""
+        for feed in self:
+            for stream in feed.request_ids:
+                feed.last_data[stream] = max(feed.last_data[stream], now)
+
     def last_seen(self) -> list[tuple[Feed, Stream, float]]:
         """(feed, stream, last data time) of every live stream, for the staleness watchdog."""
         return [
