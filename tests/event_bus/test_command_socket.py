@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import hiredis
 import pytest
@@ -24,17 +25,20 @@ async def client(redis_url: str, clean_keys: None) -> AsyncIterator[aioredis.Red
     await redis.aclose()
 
 
+@pytest.mark.parametrize("urgent", [False, True], ids=["through the loop", "urgent"])
 async def test_set_nx_answers_once_and_redis_py_reads_what_it_wrote(
-    client: aioredis.Redis, channels: Channels
+    client: aioredis.Redis, channels: Channels, urgent: bool
 ) -> None:
+    """An urgent call's reply from loopback Redis is read in place, without yielding."""
     socket = CommandSocket(client)
     key = channels.state_key("signal:s-1").encode()
     try:
-        first = await socket.execute(b"SET", key, b"placing", b"NX", b"EX", b"60")
-        second = await socket.execute(b"SET", key, b"again", b"NX", b"EX", b"60")
+        first = await socket.execute(b"SET", key, b"placing", b"NX", b"EX", b"60", urgent=urgent)
+        second = await socket.execute(b"SET", key, b"again", b"NX", b"EX", b"60", urgent=urgent)
     finally:
         await socket.close()
     assert (first, second) == (b"OK", None)
+    assert socket.urgent_replies_in_place == (2 if urgent else 0)
     assert await client.get(key) == b"placing"
     assert 0 < await client.ttl(key) <= 60
 
@@ -68,25 +72,25 @@ async def test_a_restarted_redis_fails_one_call_and_the_next_reconnects(
         await client.aclose()
 
 
-async def test_a_silent_server_times_out_within_the_clients_timeout() -> None:
-    """A Redis that accepts and never answers: the call fails closed within socket_timeout."""
+Serve = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+@contextlib.asynccontextmanager
+async def fake_redis(serve: Serve, *, timeout: float) -> AsyncIterator[CommandSocket]:
+    """A command socket on a server in this event loop that answers as `serve` does."""
     accepted: list[asyncio.StreamWriter] = []
 
-    async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         accepted.append(writer)
-        while await reader.read(1 << 16):
-            pass
+        await serve(reader, writer)
 
-    server = await asyncio.start_server(swallow, "127.0.0.1", 0)
+    server = await asyncio.start_server(accept, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    client = connect_redis(f"redis://127.0.0.1:{port}/0", timeout=0.3)
+    client = connect_redis(f"redis://127.0.0.1:{port}/0", timeout=timeout)
     socket = CommandSocket(client)
     try:
-        started = time.monotonic()
-        with pytest.raises(TimeoutError):
-            await socket.execute(b"SET", b"k", b"1", b"NX")
-        assert time.monotonic() - started < 3.0
-        assert accepted  # it did connect: the wait was for the reply
+        yield socket
+        assert accepted  # it did connect
     finally:
         await socket.close()
         await client.aclose()
@@ -96,21 +100,18 @@ async def test_a_silent_server_times_out_within_the_clients_timeout() -> None:
         await server.wait_closed()
 
 
-async def test_an_urgent_command_is_answered_in_place_and_a_plain_one_through_the_loop(
-    client: aioredis.Redis, channels: Channels
-) -> None:
-    """The claim's reply from loopback Redis is read without yielding to the event loop."""
-    socket = CommandSocket(client)
-    key = channels.state_key("signal:s-3").encode()
-    try:
-        assert await socket.execute(b"PING") == b"PONG"  # connects; a plain call
-        assert socket.urgent_replies_in_place == 0
-        assert await socket.execute(b"SET", key, b"placing", b"NX", urgent=True) == b"OK"
-        assert await socket.execute(b"SET", key, b"again", b"NX", urgent=True) is None
-        assert socket.urgent_replies_in_place == 2
-        assert await socket.execute(b"GET", key) == b"placing"
-    finally:
-        await socket.close()
+async def test_a_silent_server_times_out_within_the_clients_timeout() -> None:
+    """A Redis that accepts and never answers: the call fails closed within socket_timeout."""
+
+    async def swallow(reader: asyncio.StreamReader, _: asyncio.StreamWriter) -> None:
+        while await reader.read(1 << 16):
+            pass
+
+    async with fake_redis(swallow, timeout=0.3) as socket:
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            await socket.execute(b"SET", b"k", b"1", b"NX")
+        assert time.monotonic() - started < 3.0
 
 
 async def test_an_urgent_reply_later_than_the_wait_is_awaited_and_the_connection_goes_on() -> None:
@@ -118,25 +119,20 @@ async def test_an_urgent_reply_later_than_the_wait_is_awaited_and_the_connection
     call gives up waiting in place after URGENT_WAIT_SECONDS, awaits the reply, and the replies
     that follow still pair with their commands."""
     served: list[bytes] = []
-    accepted: list[asyncio.StreamWriter] = []
 
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        accepted.append(writer)
         parser = hiredis.Reader()
         while data := await reader.read(1 << 16):
             parser.feed(data)
             while (command := parser.gets()) is not False:
                 served.append(command[0])
-                if command[0].upper() == b"ECHO":
+                name = command[0].upper()
+                if name == b"ECHO":
                     writer.write(b"$%d\r\n%s\r\n" % (len(command[1]), command[1]))
-                else:  # what redis-py sends on connecting (CLIENT SETINFO)
-                    writer.write(b"+OK\r\n")
+                else:  # what redis-py sends on connecting: CLIENT SETNAME/SETINFO, PING
+                    writer.write(b"+PONG\r\n" if name == b"PING" else b"+OK\r\n")
 
-    server = await asyncio.start_server(answer, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    client = aioredis.Redis(host="127.0.0.1", port=port, socket_timeout=2.0)
-    socket = CommandSocket(client)
-    try:
+    async with fake_redis(answer, timeout=2.0) as socket:
         started = time.perf_counter()
         assert await socket.execute(b"ECHO", b"a", urgent=True) == b"a"
         assert await socket.execute(b"ECHO", b"b", urgent=True) == b"b"
@@ -144,10 +140,3 @@ async def test_an_urgent_reply_later_than_the_wait_is_awaited_and_the_connection
         assert socket.urgent_replies_in_place == 0
         assert time.perf_counter() - started < 2.0
         assert served[-3:] == [b"ECHO", b"ECHO", b"ECHO"]
-    finally:
-        await socket.close()
-        await client.aclose()
-        for writer in accepted:
-            writer.close()
-        server.close()
-        await server.wait_closed()
