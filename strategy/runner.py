@@ -125,7 +125,9 @@ class StrategyRunner:
             return
         self.consecutive_failures = 0
         for signal in signals:
-            log.info(
+            # DEBUG: at INFO this line cost the order ~200 µs before execution saw the signal
+            # (BENCHMARKS.md); the signal itself is on the bus, in the journal and in storage
+            log.debug(
                 "signal_emitted",
                 signal_id=signal.id,
                 symbol=signal.symbol,
