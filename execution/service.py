@@ -123,6 +123,8 @@ class ExecutionService:
         self._published: dict[str, tuple[OrderStatus, float]] = {}  # order key -> (status, filled)
         self._acknowledged: set[str] = set()  # order keys IB has acknowledged
         self._marks: dict[str, float] = {}  # symbol -> last price (ticks, else fills)
+        # symbols with a position (None: not known yet): only their ticks move today's P&L
+        self._held: set[str] | None = None
         self._realized: dict[str, tuple[date, float]] = {}  # execution id -> (UTC day, P&L)
         # UTC day -> sum of that day's `_realized`, in the same order (checked on every tick)
         self._realized_by_day: dict[date, float] = {}
@@ -488,9 +490,11 @@ class ExecutionService:
         """Today's realized P&L (IB's, per execution) plus unrealized P&L at the last marks."""
         today = datetime.now(UTC).date()
         realized = self._realized_by_day.get(today, 0)
+        positions = self._positions()
+        self._held = {p.contract.symbol for p in positions}
         unrealized = sum(
             unrealized_pnl(p.position, p.avgCost, self._marks.get(p.contract.symbol))
-            for p in self._positions()
+            for p in positions
         )
         return realized + unrealized
 
@@ -502,7 +506,8 @@ class ExecutionService:
             price = (event.bid + event.ask) / 2
         if price is not None:
             self._marks[event.symbol] = price
-            await self._check_loss_limit()
+            if self._held is None or event.symbol in self._held:
+                await self._check_loss_limit()
 
     def _on_fill_published(self, fill: Fill) -> None:
         self._marks.setdefault(fill.symbol, fill.price)
@@ -659,10 +664,12 @@ class ExecutionService:
         self.fills.submit(fill)
 
     def _on_position(self, position: IBPosition) -> None:
+        self._held = None  # known again at the next check
         self._publish_positions(position.account)
 
     def _on_disconnected(self) -> None:
         self._synced = False
+        self._held = None
         self._working.clear()  # ib_async forgets its trades; reconciliation brings them back
 
     def _publish_positions(self, account: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from ib_async import LimitOrder, Stock
 
 from event_bus.system import ControlCommand
@@ -76,6 +77,37 @@ async def test_daily_loss_limit_halts_trading(make_service: Any, sim: Simulator)
     assert [(r.signal_id, r.rule) for r in running.events(RiskRejection)] == [
         (refused.id, "halted")
     ]
+
+
+async def test_only_ticks_of_held_symbols_reprice_the_loss_limit(
+    make_service: Any, sim: Simulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Today's P&L moves only with the marks of symbols held: at 20,000 ticks/s over 1,000
+    symbols, recomputing it on every tick was most of execution's work per tick."""
+    running: Running = await make_service(daily_loss_limit=100.0)
+    await running.mark("AAPL", 190.0)
+    await running.publish(buy(10))
+    await eventually(lambda: sim.positions() == {"AAPL": 10.0})
+    await eventually(lambda: any(p.positions for p in running.events(PositionSnapshot)))
+    await running.publish(Tick(symbol="AAPL", last=190.5))  # learns what is held
+    await running.settle()
+    computed = 0
+    daily_pnl = running.service.daily_pnl
+
+    def counted() -> float:
+        nonlocal computed
+        computed += 1
+        return daily_pnl()
+
+    monkeypatch.setattr(running.service, "daily_pnl", counted)
+    for price in (401.0, 402.0, 403.0):
+        await running.publish(Tick(symbol="MSFT", last=price))
+    await running.settle()
+    assert computed == 0
+    assert running.service._marks["MSFT"] == 403.0  # still marked, for the risk book
+    await running.publish(Tick(symbol="AAPL", last=170.0))
+    await eventually(lambda: running.service.halted)
+    assert computed >= 1
 
 
 async def test_external_orders_are_reported_and_left_alone(
