@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 
@@ -137,6 +138,9 @@ class Broker:
         self.next_order_id = config.first_order_id
         self._next_perm_id = 1_000_001
         self._execution_count = 0
+        # IB never reuses an execution id: a daemon keeps the ids it has published (in Redis) and
+        # storage keys fills by them, so a simulator started again must not repeat its last run's
+        self._exec_id_prefix = os.urandom(4).hex()
 
     def new_perm_id(self) -> int:
         self._next_perm_id += 1
@@ -205,7 +209,7 @@ class Broker:
     ) -> Execution:
         self._execution_count += 1
         return Execution(
-            exec_id=f"0000e0d5.{order.perm_id:08x}.{self._execution_count:02d}.01",
+            exec_id=f"{self._exec_id_prefix}.{order.perm_id:08x}.{self._execution_count:02d}.01",
             order_id=order.order_id,
             client_id=order.client_id,
             perm_id=order.perm_id,

@@ -8,6 +8,7 @@ import pytest
 from ib_async import IB, Contract, LimitOrder, MarketOrder, Order, Stock, StopOrder, Trade
 
 from ibsim import SimConfig, Simulator
+from ibsim.orders import Broker, SimOrder
 from tests.fixtures.ibsim import ConnectIB
 from tests.helpers import eventually
 
@@ -201,3 +202,29 @@ async def test_large_order_fills_in_parts(quantity: int, decoder_errors: object)
             assert [fill.execution.cumQty for fill in trade.fills] == [100, 200, 300, 350]
         finally:
             ib.disconnect()
+
+
+def test_a_simulator_started_again_does_not_repeat_its_execution_ids() -> None:
+    """IB never reuses an execution id, and the daemon dedupes fills by it (in Redis, which
+    outlives a demo): two brokers filling the same first order give different ids."""
+    config = SimConfig(port=0, seed=1)
+    ids = []
+    for broker in (Broker(config), Broker(config)):
+        order = SimOrder(
+            order_id=1,
+            client_id=2,
+            perm_id=broker.new_perm_id(),
+            account=config.accounts[0],
+            symbol="AAPL",
+            action="BUY",
+            total_quantity=10,
+            order_type="MKT",
+            limit_price=None,
+            aux_price=None,
+            tif="DAY",
+            order_ref="ref-1",
+        )
+        broker.add(order)
+        ids.append(broker.execute(order, 190.0, time.time()).exec_id)
+    assert ids[0] != ids[1]
+    assert ids[0].split(".")[1:] == ids[1].split(".")[1:]  # same perm id and count
