@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from event_bus.events import INSTRUMENT_KINDS, Event
@@ -14,6 +15,15 @@ def is_exact(pattern: str) -> bool:
     SUBSCRIBE channels by a hash lookup: 15,000 per-symbol patterns took Redis to 95% CPU.
     """
     return not any(char in pattern for char in "*?[\\")
+
+
+def exact_channels(channels: Iterable[str], owner: str) -> list[str]:
+    """`channels` without repeats, for one subscription to several channels; a pattern among
+    them is refused (two could match one channel, which would then arrive twice)."""
+    wanted = list(dict.fromkeys(channels))
+    if not wanted or not all(map(is_exact, wanted)):
+        raise ValueError(f"{owner}: subscribe_channels takes exact channel names, not patterns")
+    return wanted
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from fnmatch import fnmatchcase
 
-from event_bus.channels import Channels, is_exact
+from event_bus.channels import Channels, exact_channels
 from event_bus.codec import Codec, EventRejected
 from event_bus.events import Event
 from event_bus.stats import BusStats, ThrottledLog
@@ -88,19 +88,10 @@ class InMemoryEventBus:
         self, channels: Iterable[str], handler: Handler, *, name: str
     ) -> Subscription:
         """As the Redis bus: one subscription for several exact channels."""
-        wanted = list(dict.fromkeys(channels))
-        if not wanted or not all(map(is_exact, wanted)):
-            raise ValueError(f"{name}: subscribe_channels takes exact channel names, not patterns")
-        return self._add(wanted, handler, name=name)
+        return self._add(exact_channels(channels, name), handler, name=name)
 
     def _add(self, patterns: list[str], handler: Handler, *, name: str) -> Subscription:
-        subscription = Subscription(
-            patterns[0] if len(patterns) == 1 else name,
-            handler,
-            name=name,
-            maxsize=self.queue_size,
-            stats=self.stats,
-        )
+        subscription = Subscription(handler, name=name, maxsize=self.queue_size, stats=self.stats)
         subscription.start()
         self._subscriptions.append(subscription)
         self._routes.extend((pattern, subscription) for pattern in patterns)

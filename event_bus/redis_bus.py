@@ -19,7 +19,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError, RedisError
 
 from event_bus.backoff import Backoff
-from event_bus.channels import Channels, is_exact
+from event_bus.channels import Channels, exact_channels, is_exact
 from event_bus.codec import Codec, EventRejected
 from event_bus.events import Event, new_event_id
 from event_bus.outbox import Outbox, Outgoing
@@ -420,20 +420,11 @@ class RedisEventBus:
         a task switch per event and a task per channel. When the queue is full, droppable events
         are conflated per channel, as in any subscription. Redis is asked in one SUBSCRIBE.
         """
-        wanted = list(dict.fromkeys(channels))
-        if not wanted or not all(map(is_exact, wanted)):
-            raise ValueError(f"{name}: subscribe_channels takes exact channel names, not patterns")
-        return await self._subscribe(wanted, handler, name=name)
+        return await self._subscribe(exact_channels(channels, name), handler, name=name)
 
     async def _subscribe(self, patterns: list[str], handler: Handler, *, name: str) -> Subscription:
         """One subscription for `patterns`, which never match a channel in common."""
-        subscription = Subscription(
-            patterns[0] if len(patterns) == 1 else name,
-            handler,
-            name=name,
-            maxsize=self.queue_size,
-            stats=self.stats,
-        )
+        subscription = Subscription(handler, name=name, maxsize=self.queue_size, stats=self.stats)
         subscription.start()
         self._matching.clear()
         new_in_redis = []

@@ -18,16 +18,14 @@ Handler = Callable[[Event], Awaitable[None]]
 
 
 class Subscription:
-    """Queues events for `handler` so a slow handler stalls no other subscription.
+    """Queues events for `handler` so a slow handler stalls no other subscription; the bus
+    decides which channels feed it.
 
     Up to `maxsize` events wait in order. Beyond that, droppable events (market data) are
     conflated, the newest per channel wins, and the others make the caller wait for room.
     """
 
-    def __init__(
-        self, pattern: str, handler: Handler, *, name: str, maxsize: int, stats: BusStats
-    ) -> None:
-        self.pattern = pattern
+    def __init__(self, handler: Handler, *, name: str, maxsize: int, stats: BusStats) -> None:
         self.handler = handler
         self.name = name
         self.maxsize = maxsize

@@ -84,7 +84,7 @@ async def test_subscription_conflates_market_data_beyond_its_bound() -> None:
         await release.wait()
         seen.append(event.price)  # type: ignore[attr-defined]
 
-    subscription = Subscription("p", slow, name="slow", maxsize=1, stats=stats)
+    subscription = Subscription(slow, name="slow", maxsize=1, stats=stats)
     subscription.start()
     await subscription.put("trading:tick:A", SampleQuote(symbol="A", price=1.0))
     await asyncio.wait_for(started.wait(), 2)
@@ -107,7 +107,7 @@ async def test_subscription_never_drops_critical_events() -> None:
     async def record(event: object) -> None:
         seen.append(event.sequence)  # type: ignore[attr-defined]
 
-    subscription = Subscription("p", record, name="fills", maxsize=2, stats=stats)
+    subscription = Subscription(record, name="fills", maxsize=2, stats=stats)
     subscription.start()
     for sequence in range(50):
         await subscription.put(
@@ -129,7 +129,7 @@ async def test_handler_error_is_counted_and_the_subscription_goes_on() -> None:
             raise RuntimeError("boom")
         seen.append(event.sequence)  # type: ignore[attr-defined]
 
-    subscription = Subscription("p", flaky, name="flaky", maxsize=10, stats=stats)
+    subscription = Subscription(flaky, name="flaky", maxsize=10, stats=stats)
     subscription.start()
     for sequence in range(3):
         await subscription.put(
