@@ -6,7 +6,7 @@ import json
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote_plus, urlsplit, urlunsplit
 
 from pydantic import (
     BaseModel,
@@ -302,15 +302,32 @@ def _one_line(section: type[_Section], error: ValidationError) -> str:
 
 
 def masked_url(url: SecretStr | str) -> str:
-    """The URL with its password replaced by `***`, fit for a log line."""
+    """The URL with its password replaced by `***`, fit for a log line: the one in the userinfo
+    and any query parameter that carries one (`?password=`, which libpq and redis-py both take,
+    `sslpassword`, a token or a secret)."""
     raw = url.get_secret_value() if isinstance(url, SecretStr) else url
     try:
         parts = urlsplit(raw)
     except ValueError:  # e.g. an unclosed IPv6 bracket: show nothing that could be the password
         return "<unparseable URL>"
+    masked = parts._replace(query=_masked_query(parts.query))
     # Split the netloc by hand: `hostname`/`port` would drop IPv6 brackets or raise on a bad port.
     userinfo, at, host_and_port = parts.netloc.rpartition("@")
-    if not at or ":" not in userinfo:
-        return raw
-    user = userinfo.partition(":")[0]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host_and_port}"))
+    if at and ":" in userinfo:
+        user = userinfo.partition(":")[0]
+        masked = masked._replace(netloc=f"{user}:***@{host_and_port}")
+    return raw if masked == parts else urlunsplit(masked)
+
+
+_SECRET_PARAMETER = re.compile(r"password|passwd|secret|token", re.IGNORECASE)
+
+
+def _masked_query(query: str) -> str:
+    """The query string with the value of each secret-bearing parameter replaced by `***`; the
+    rest is kept byte for byte."""
+    pieces = query.split("&")
+    for index, piece in enumerate(pieces):
+        name, equals, _ = piece.partition("=")
+        if equals and _SECRET_PARAMETER.search(unquote_plus(name)):
+            pieces[index] = f"{name}=***"
+    return "&".join(pieces)

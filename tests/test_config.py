@@ -233,6 +233,19 @@ def test_a_bad_redis_url_error_does_not_show_the_password(
             "postgresql+psycopg://app:hunter2@db:5432/trading?sslmode=require",
             "postgresql+psycopg://app:***@db:5432/trading?sslmode=require",
         ),
+        (
+            "postgresql+psycopg://app@db/trading?sslmode=require&password=hunter2",
+            "postgresql+psycopg://app@db/trading?sslmode=require&password=***",
+        ),
+        (
+            "redis://cache/0?PASSWORD=hunter2&username=app",
+            "redis://cache/0?PASSWORD=***&username=app",
+        ),
+        ("redis://u:a@cache/0?pass%77ord=b", "redis://u:***@cache/0?pass%77ord=***"),
+        (
+            "postgresql://db/t?options=-c%20search_path%3Dx&sslpassword=k&passfile=/p",
+            "postgresql://db/t?options=-c%20search_path%3Dx&sslpassword=***&passfile=/p",
+        ),
         ("redis://app:hunter2@[::1/0", "<unparseable URL>"),
         ("redis://cache:6379/0", "redis://cache:6379/0"),
         ("redis://app@cache:6379/0", "redis://app@cache:6379/0"),
