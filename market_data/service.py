@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterable, Set
+from typing import Protocol
 
 import structlog
 from ib_async import IB, RealTimeBarList, Ticker
@@ -31,6 +32,10 @@ NO_SECURITY_DEFINITION = 200  # the request's contract is unknown: give the inst
 RESUBSCRIBE_CODES = frozenset({10182})  # that request's live updates stopped: request it again
 
 
+class MarketDataBus(Publisher, Protocol):
+    def publish_nowait(self, event: Event) -> None: ...
+
+
 class MarketDataService:
     """Keeps every configured instrument subscribed on IB and publishes what arrives.
 
@@ -47,7 +52,7 @@ class MarketDataService:
     name = CLIENT
 
     def __init__(
-        self, settings: MarketDataSettings, connection: IBConnection, bus: Publisher
+        self, settings: MarketDataSettings, connection: IBConnection, bus: MarketDataBus
     ) -> None:
         self.settings = settings
         self.connection = connection
@@ -65,7 +70,7 @@ class MarketDataService:
             settings.expected_tick_interval_seconds,
             settings.expected_bar_interval_seconds,
         )
-        self._outgoing: list[Event] = []  # events in the order they were made, to publish
+        self._outgoing: list[Event] = []  # bars and system events, in order, to publish
         self._wakeup = asyncio.Event()
         # set once the first connection's requests are made (ib_async's tickers then exist)
         self.subscribed = asyncio.Event()
@@ -206,20 +211,24 @@ class MarketDataService:
     # Data in: ib_async callbacks copy into frozen events at once
 
     def _on_pending_tickers(self, tickers: Set[Ticker]) -> None:
-        """Once per batch of socket data: one Tick per instrument that changed."""
+        """Once per batch of socket data: one Tick per instrument that changed, published
+        here rather than by the publishing task (a tick never waits for room, and a pass of
+        the event loop, ~100 us, is saved between IB's socket and the strategy)."""
         now = time.monotonic()
         by_con_id = self.subscriptions.by_con_id
-        outgoing = self._outgoing
+        publish = self.bus.publish_nowait
         for ticker in tickers:
             feed = by_con_id.get(ticker.contract.conId) if ticker.contract else None
             if feed is None:
                 continue
             feed.last_data["ticks"] = now
             tick = tick_from_ticker(feed.name, ticker)
-            if tick is not None:
-                outgoing.append(tick)
-        if outgoing:
-            self._wakeup.set()
+            if tick is None:
+                continue
+            try:
+                publish(tick)
+            except Exception:
+                log.exception("market_data_publish_failed", event_type="Tick", symbol=feed.name)
 
     def _on_bar_update(self, bars: RealTimeBarList, has_new_bar: bool) -> None:
         entry = self.subscriptions.requests.get(bars.reqId)
@@ -298,7 +307,7 @@ class MarketDataService:
 
 
 def build_market_data(
-    settings: MarketDataSettings, ib_settings: IBSettings, bus: Publisher
+    settings: MarketDataSettings, ib_settings: IBSettings, bus: MarketDataBus
 ) -> MarketDataService:
     """The market data module as `main.py` wires it: its own IB connection as IB_CLIENT_ID."""
     connection = IBConnection(ib_settings, bus, client=CLIENT, client_id=ib_settings.client_id)
