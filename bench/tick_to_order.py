@@ -34,16 +34,19 @@ that caused it (the latest tick sent of that symbol with the signal's `last`, se
 strategy saw it). Also reported: the simulator's achieved tick rate and CPU (can it produce the
 rate?), ticks the strategy saw, the bus's dropped/conflated counters, and the backlog (events
 queued in the daemon's subscriptions and outbox, bytes waiting in the simulator's socket
-buffers) sampled every second, first vs last third of the run.
+buffers, bytes the kernel holds that the daemon has not read from its IB socket) sampled every
+second, first vs last third of the run.
 """
 
 from __future__ import annotations
 
 import argparse
+import array
 import asyncio
 import bisect
 import contextlib
 import cProfile
+import fcntl
 import gc
 import io
 import logging
@@ -51,6 +54,7 @@ import multiprocessing
 import os
 import pstats
 import statistics
+import termios
 import time
 import uuid
 from collections import defaultdict
@@ -318,6 +322,18 @@ class Harness:
         queued = sum(sub.backlog for sub in subscriptions)
         return queued + len(self.bus._outbox)
 
+    def unread_bytes(self) -> int:
+        """Bytes the kernel holds for market data's IB socket that the daemon has not read yet:
+        where a daemon short of CPU falls behind, before any queue of its own sees it."""
+        module = next(m for m in self.daemon.modules if m.name == "market_data")
+        transport = module.connection.ib.client.conn.transport
+        sock = transport.get_extra_info("socket") if transport is not None else None
+        if sock is None or sock.fileno() < 0:
+            return 0
+        unread = array.array("i", [0])
+        fcntl.ioctl(sock.fileno(), termios.FIONREAD, unread)
+        return unread[0]
+
     async def stop(self) -> None:
         for quiet in ("ib_async", "asyncio"):  # the simulator is gone: no reconnect noise
             logging.getLogger(quiet).setLevel(logging.CRITICAL)
@@ -339,6 +355,7 @@ class Sample:
     ticks_sent: int
     sim_cpu: float
     sim_buffered: int
+    unread: int
     backlog: int
     ticks_seen: int
     daemon_cpu: float
@@ -361,6 +378,7 @@ async def sample(harness: Harness, sim: SimProcess) -> Sample:
         sent,
         sim_cpu,
         buffered,
+        harness.unread_bytes(),
         harness.backlog(),
         harness.strategy.ticks_seen,
         cpu.user + cpu.system,
@@ -472,6 +490,8 @@ class Result:
     backlog_last: float
     buffered_first: float
     buffered_last: float
+    unread_first: float
+    unread_last: float
     dropped: int
     conflated: int
     rejected: int
@@ -555,6 +575,7 @@ async def run_rate(
     )
     backlog_first, backlog_last = split_thirds([float(s.backlog) for s in samples])
     buffered_first, buffered_last = split_thirds([float(s.sim_buffered) for s in samples])
+    unread_first, unread_last = split_thirds([float(s.unread) for s in samples])
     return Result(
         paced=paced,
         pinned=(
@@ -587,6 +608,8 @@ async def run_rate(
         backlog_last=backlog_last,
         buffered_first=buffered_first,
         buffered_last=buffered_last,
+        unread_first=unread_first,
+        unread_last=unread_last,
         dropped=sum(stats.dropped.values()),
         conflated=sum(stats.conflated.values()),
         rejected=rejected,
@@ -724,7 +747,8 @@ def report(result: Result) -> None:
     print(
         f"    p50 first/last third {r.p50_first:,.0f} / {r.p50_last:,.0f} us; daemon backlog "
         f"{r.backlog_first:,.0f} -> {r.backlog_last:,.0f} events; simulator socket buffer "
-        f"{r.buffered_first:,.0f} -> {r.buffered_last:,.0f} bytes; bus dropped {r.dropped}, "
+        f"{r.buffered_first:,.0f} -> {r.buffered_last:,.0f} bytes, unread by the daemon "
+        f"{r.unread_first:,.0f} -> {r.unread_last:,.0f} bytes; bus dropped {r.dropped}, "
         f"conflated {r.conflated}"
     )
     print(f"    garbage collections while measured (after `freeze_start_up`): {r.gc_pauses}")
