@@ -48,26 +48,12 @@ class InMemoryEventBus:
         return True
 
     async def publish(self, event: Event) -> None:
-        await self.deliver_raw(*self._record(event))
-
-    def _record(self, event: Event) -> tuple[str, bytes]:
         channel = self.channels.for_event(event)
         payload = self.codec.encode(event)
         self.stats.published[type(event).__name__] += 1
         self.published.append(event)
         self.journal.append((channel, payload))
-        return channel, payload
-
-    def publish_nowait(self, event: Event) -> None:
-        """As the Redis bus: a droppable event, delivered (and decoded, as from Redis) before
-        this returns."""
-        if not event.droppable:
-            raise TypeError(f"{type(event).__name__} may wait for room: await publish() it")
-        channel, payload = self._record(event)
-        event = self.codec.decode(payload)
-        for pattern, subscription in self._routes:
-            if fnmatchcase(channel, pattern):
-                subscription.offer(channel, event)  # a droppable event always fits
+        await self.deliver_raw(channel, payload)
 
     async def append_to_journal(self, event: Event) -> None:
         """As the Redis bus: an event already in this bus's journal is not written twice."""

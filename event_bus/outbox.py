@@ -49,39 +49,24 @@ class Outbox:
         self, channel: str, payload: bytes, event_type: str, droppable: bool, publish: bool = True
     ) -> Outgoing | None:
         """Queue one event; return the market data event dropped for it (older, or this one)."""
-        if droppable:
-            return self.put_droppable(channel, payload, event_type, publish)
         evicted = None
         if len(self) >= self.capacity:
-            evicted = self._evict_for_critical()
-            while len(self) >= self.capacity:
-                self._has_room.clear()
-                await self._has_room.wait()
-        self._append(channel, payload, event_type, droppable, publish)
-        return evicted
-
-    def put_droppable(
-        self, channel: str, payload: bytes, event_type: str, publish: bool = True
-    ) -> Outgoing | None:
-        """`put` of a market data event, which never waits: it pushes out the oldest one when
-        the outbox is full, or is refused (and returned) when only critical events fill it."""
-        evicted = None
-        if len(self) >= self.capacity:
-            if not self._droppable:
-                return Outgoing(-1, channel, payload, event_type, True)
-            evicted = self._droppable.popleft()
-        self._append(channel, payload, event_type, True, publish)
-        return evicted
-
-    def _append(
-        self, channel: str, payload: bytes, event_type: str, droppable: bool, publish: bool
-    ) -> None:
+            if droppable:
+                if not self._droppable:
+                    return Outgoing(-1, channel, payload, event_type, droppable)
+                evicted = self._droppable.popleft()
+            else:
+                evicted = self._evict_for_critical()
+                while len(self) >= self.capacity:
+                    self._has_room.clear()
+                    await self._has_room.wait()
         item = Outgoing(next(self._sequence), channel, payload, event_type, droppable, publish)
         (self._droppable if droppable else self._critical).append(item)
         self._empty.clear()
         self._not_empty.set()
         if not droppable:
             self._has_critical.set()
+        return evicted
 
     def _evict_for_critical(self) -> Outgoing | None:
         return self._droppable.popleft() if self._droppable else None

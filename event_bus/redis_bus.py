@@ -258,24 +258,6 @@ class RedisEventBus:
         if self.local_delivery:
             await self._deliver_locally(channel, payload, event)
 
-    def publish_nowait(self, event: Event) -> None:
-        """`publish` of market data from a plain callback (ib_async's), without waiting for a
-        task to run it: the event is queued for Redis and handed to this bus's subscriptions
-        before this returns. Only a droppable event can be published so, as only it never waits
-        for room (a full outbox drops the oldest tick, a full subscription conflates)."""
-        if not event.droppable:
-            raise TypeError(f"{type(event).__name__} may wait for room: await publish() it")
-        payload = self.codec.encode(event)
-        event_type = type(event).__name__
-        channel = self.channels.for_event(event)
-        self._count_dropped(self._outbox.put_droppable(channel, payload, event_type))
-        self.stats.published[event_type] += 1
-        if self.local_delivery:
-            for pattern in self._patterns_matching(channel):
-                self._expect_echo(pattern, payload)
-                for subscription in self._subscriptions.get(pattern, ()):
-                    subscription.offer(channel, event)  # a droppable event always fits
-
     async def append_to_journal(self, event: Event) -> None:
         """Record `event` in the journal without publishing it: for an event that arrived by a
         plain `PUBLISH` (a manual signal) and so is not in the journal yet. An event this bus
@@ -298,11 +280,6 @@ class RedisEventBus:
         dropped = await self._outbox.put(
             channel, payload, event_type, type(event).droppable, publish
         )
-        self._count_dropped(dropped)
-        (self.stats.published if publish else self.stats.journaled)[event_type] += 1
-        return channel, payload
-
-    def _count_dropped(self, dropped: Outgoing | None) -> None:
         if dropped is not None:
             self.stats.dropped[dropped.event_type] += 1
             self._log_dropped(
@@ -310,6 +287,8 @@ class RedisEventBus:
                 event_type=dropped.event_type,
                 dropped_total=sum(self.stats.dropped.values()),
             )
+        (self.stats.published if publish else self.stats.journaled)[event_type] += 1
+        return channel, payload
 
     def _patterns_matching(self, channel: str) -> list[str]:
         """The subscribed patterns `channel` matches (remembered per channel)."""
@@ -322,18 +301,15 @@ class RedisEventBus:
         return patterns
 
     async def _deliver_locally(self, channel: str, payload: bytes, event: Event) -> None:
-        for pattern in self._patterns_matching(channel):
-            self._expect_echo(pattern, payload)
+        patterns = self._patterns_matching(channel)
+        echoes, local_only = self._echoes, self._local_only
+        for pattern in patterns:
+            if pattern not in local_only:  # Redis will send it back too
+                key = (pattern, payload)
+                echoes[key] = echoes.get(key, 0) + 1
+                if len(echoes) > self._remember_at_most:
+                    echoes.popitem(last=False)
             await self._hand_over(pattern, channel, event)
-
-    def _expect_echo(self, pattern: str, payload: bytes) -> None:
-        """An event delivered locally on `pattern`: Redis will send it back too, unless this
-        bus alone serves the pattern."""
-        if pattern not in self._local_only:
-            echoes, key = self._echoes, (pattern, payload)
-            echoes[key] = echoes.get(key, 0) + 1
-            if len(echoes) > self._remember_at_most:
-                echoes.popitem(last=False)
 
     def _is_echo(self, pattern: str, payload: bytes) -> bool:
         """Redis's copy of an event this bus delivered locally: forget it, skip it."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterable, Set
-from typing import Protocol
 
 import structlog
 from ib_async import IB, RealTimeBarList, Ticker
@@ -32,10 +31,6 @@ NO_SECURITY_DEFINITION = 200  # the request's contract is unknown: give the inst
 RESUBSCRIBE_CODES = frozenset({10182})  # that request's live updates stopped: request it again
 
 
-class MarketDataBus(Publisher, Protocol):
-    def publish_nowait(self, event: Event) -> None: ...
-
-
 class MarketDataService:
     """Keeps every configured instrument subscribed on IB and publishes what arrives.
 
@@ -52,7 +47,7 @@ class MarketDataService:
     name = CLIENT
 
     def __init__(
-        self, settings: MarketDataSettings, connection: IBConnection, bus: MarketDataBus
+        self, settings: MarketDataSettings, connection: IBConnection, bus: Publisher
     ) -> None:
         self.settings = settings
         self.connection = connection
@@ -70,7 +65,7 @@ class MarketDataService:
             settings.expected_tick_interval_seconds,
             settings.expected_bar_interval_seconds,
         )
-        self._outgoing: list[Event] = []  # bars and system events, in order, to publish
+        self._outgoing: list[Event] = []  # events in the order they were made, to publish
         self._wakeup = asyncio.Event()
         # set once the first connection's requests are made (ib_async's tickers then exist)
         self.subscribed = asyncio.Event()
@@ -211,24 +206,20 @@ class MarketDataService:
     # Data in: ib_async callbacks copy into frozen events at once
 
     def _on_pending_tickers(self, tickers: Set[Ticker]) -> None:
-        """Once per batch of socket data: one Tick per instrument that changed, published
-        here rather than by the publishing task (a tick never waits for room, and a pass of
-        the event loop, ~100 us, is saved between IB's socket and the strategy)."""
+        """Once per batch of socket data: one Tick per instrument that changed."""
         now = time.monotonic()
         by_con_id = self.subscriptions.by_con_id
-        publish = self.bus.publish_nowait
+        outgoing = self._outgoing
         for ticker in tickers:
             feed = by_con_id.get(ticker.contract.conId) if ticker.contract else None
             if feed is None:
                 continue
             feed.last_data["ticks"] = now
             tick = tick_from_ticker(feed.name, ticker)
-            if tick is None:
-                continue
-            try:
-                publish(tick)
-            except Exception:
-                log.exception("market_data_publish_failed", event_type="Tick", symbol=feed.name)
+            if tick is not None:
+                outgoing.append(tick)
+        if outgoing:
+            self._wakeup.set()
 
     def _on_bar_update(self, bars: RealTimeBarList, has_new_bar: bool) -> None:
         entry = self.subscriptions.requests.get(bars.reqId)
@@ -307,7 +298,7 @@ class MarketDataService:
 
 
 def build_market_data(
-    settings: MarketDataSettings, ib_settings: IBSettings, bus: MarketDataBus
+    settings: MarketDataSettings, ib_settings: IBSettings, bus: Publisher
 ) -> MarketDataService:
     """The market data module as `main.py` wires it: its own IB connection as IB_CLIENT_ID."""
     connection = IBConnection(ib_settings, bus, client=CLIENT, client_id=ib_settings.client_id)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 
-import pytest
-
 from event_bus.outbox import Outbox
 from event_bus.stats import BusStats
 from event_bus.subscription import Subscription
@@ -162,25 +160,3 @@ async def test_in_memory_bus_counts_and_skips_bad_payloads_like_the_redis_bus() 
     await bus.stop()
     assert seen == [good]
     assert bus.stats.rejected == {"trading:fill:A": 1, "trading:tick:A": 1}
-
-
-async def test_in_memory_bus_publishes_market_data_without_waiting_like_the_redis_bus() -> None:
-    """`publish_nowait` queues a quote for the subscriber before it returns; a fill, which may
-    have to wait for room, is refused."""
-    from event_bus import InMemoryEventBus
-
-    bus = InMemoryEventBus()
-    seen: list[object] = []
-
-    async def record(event: object) -> None:
-        seen.append(event)
-
-    subscription = await bus.subscribe("trading:tick:*", record)
-    quote = SampleQuote(symbol="A", price=1.0)
-    bus.publish_nowait(quote)
-    assert subscription.backlog == 1 and bus.published == [quote] and len(bus.journal) == 1
-    with pytest.raises(TypeError, match="SampleFill"):
-        bus.publish_nowait(SampleFill(symbol="A", quantity=1))
-    await bus.drain()
-    await bus.stop()
-    assert seen == [quote] and bus.published == [quote]

@@ -436,44 +436,6 @@ async def test_own_events_are_delivered_locally_once_and_others_through_redis(
     assert bus.stats.duplicates["SampleFill"] == 0  # the copies were not even decoded
 
 
-async def test_publish_nowait_hands_market_data_over_before_it_returns(
-    embedded_redis: EmbeddedRedis, make_bus: BusFactory
-) -> None:
-    """A tick published from a plain callback is queued for this bus's subscriber at once,
-    reaches other processes and the journal through Redis, and is not delivered twice; with
-    Redis away a full outbox drops ticks (counted) instead of waiting; an event that must not
-    be dropped is refused."""
-    bus = make_bus(embedded_redis.url, outbox_capacity=10)
-    other = make_bus(embedded_redis.url)
-    mine, theirs = Recorder(), Recorder()
-    quotes = bus.channels.instrument("tick", "*")
-    subscription = await bus.subscribe(quotes, mine)
-    await other.subscribe(quotes, theirs)
-    await bus.start()
-    await other.start()
-    quote = SampleQuote(symbol="AAPL", price=1.5)
-    bus.publish_nowait(quote)
-    assert subscription.backlog == 1 and bus.stats.published["SampleQuote"] == 1
-    await eventually(lambda: mine.events == [quote] and theirs.events == [quote])
-    await eventually(lambda: not bus._echoes, message="Redis's copy came back and was skipped")
-
-    async def journaled() -> bool:
-        return await bus.redis.xlen(bus.channels.journal) == 1
-
-    await eventually(journaled, message="the tick is in the journal")
-    with pytest.raises(TypeError, match="SampleFill"):
-        bus.publish_nowait(SampleFill(symbol="AAPL", quantity=1))
-    assert len(bus._outbox) == 0
-
-    embedded_redis.kill()
-    for n in range(30):
-        bus.publish_nowait(SampleQuote(symbol="AAPL", price=float(n + 2)))
-    assert bus.stats.dropped["SampleQuote"] >= 20 and len(bus._outbox) <= 10
-    # the outbox dropped ticks meant for Redis; this process's subscriber still gets them all
-    await eventually(lambda: len(mine.events) == 31)
-    assert [e.price for e in mine.events] == [1.5, *(float(n + 2) for n in range(30))]  # type: ignore[attr-defined]
-
-
 async def test_local_delivery_goes_on_while_redis_is_away(
     embedded_redis: EmbeddedRedis, make_bus: BusFactory
 ) -> None:

@@ -46,26 +46,6 @@ async def test_ticks_and_bars_for_every_symbol(
     )
 
 
-async def test_ticks_are_published_from_the_callback_that_brought_them(
-    make_service: ServiceFactory, bus: InMemoryEventBus, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A tick goes to the bus from ib_async's socket callback, not through a task woken for it
-    (a pass of the event loop more before the strategy sees it)."""
-    tasks: list[asyncio.Task[Any] | None] = []
-    publish_nowait = bus.publish_nowait
-
-    def record(event: Tick) -> None:
-        tasks.append(asyncio.current_task())
-        publish_nowait(event)
-
-    monkeypatch.setattr(bus, "publish_nowait", record)
-    service = make_service()
-    await service.start()
-    await eventually(lambda: len(tasks) >= 5, message="ticks published")
-    assert tasks[:5] == [None] * 5  # called by the loop's socket callback itself
-    assert of_type(bus.published, Tick)[:5] and len(of_type(bus.published, Tick)) == len(tasks)
-
-
 async def test_once_subscribed_the_daemon_freezes_what_ib_async_made_for_the_requests(
     make_service: ServiceFactory, bus: InMemoryEventBus
 ) -> None:
