@@ -7,7 +7,7 @@ import re
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 
 from config import ExecutionSettings
 from strategy.model import TradeSignal
@@ -213,6 +213,43 @@ class OrderRate:
             self._sent.popleft()
         last_second = sum(1 for sent in self._sent if now - sent < 1.0)
         return last_second, len(self._sent)
+
+
+class RealizedPnl:
+    """IB's realized P&L per execution, summed per UTC day for the daily loss limit.
+
+    An execution reported again (a corrected commission report) replaces its earlier figure.
+    Days before yesterday are forgotten once a later day's execution comes: the limit looks at
+    today only, and a daemon that runs for weeks would otherwise keep every execution it saw.
+    """
+
+    def __init__(self) -> None:
+        self._by_execution: dict[str, tuple[date, float]] = {}  # execution id -> (day, P&L)
+        self._by_day: dict[date, float] = {}  # day -> sum of that day's `_by_execution`
+
+    def __len__(self) -> int:
+        return len(self._by_execution)
+
+    def on(self, day: date) -> float:
+        return self._by_day.get(day, 0.0)
+
+    def record(self, execution_id: str, day: date, pnl: float) -> None:
+        earlier = self._by_execution.get(execution_id)
+        self._by_execution[execution_id] = (day, pnl)
+        if earlier is None:
+            self._by_day[day] = self._by_day.get(day, 0.0) + pnl
+        else:  # a corrected execution: add its day(s) up again
+            for changed in {earlier[0], day}:
+                executions = self._by_execution.values()
+                self._by_day[changed] = sum(p for d, p in executions if d == changed)
+        yesterday = day - timedelta(days=1)
+        if day == max(self._by_day) and min(self._by_day) < yesterday:
+            self._forget_before(yesterday)
+
+    def _forget_before(self, day: date) -> None:
+        executions = self._by_execution.items()
+        self._by_execution = {key: value for key, value in executions if value[0] >= day}
+        self._by_day = {kept: total for kept, total in self._by_day.items() if kept >= day}
 
 
 def unrealized_pnl(quantity: float, average_cost: float, mark: float | None) -> float:

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Coroutine
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any, Protocol
 
@@ -42,6 +42,7 @@ from execution.model import (
 from execution.risk import (
     Book,
     OrderRate,
+    RealizedPnl,
     RiskLimits,
     Verdict,
     check_risk,
@@ -125,9 +126,7 @@ class ExecutionService:
         self._marks: dict[str, float] = {}  # symbol -> last price (ticks, else fills)
         # symbols with a position (None: not known yet): only their ticks move today's P&L
         self._held: set[str] | None = None
-        self._realized: dict[str, tuple[date, float]] = {}  # execution id -> (UTC day, P&L)
-        # UTC day -> sum of that day's `_realized`, in the same order (checked on every tick)
-        self._realized_by_day: dict[date, float] = {}
+        self._realized = RealizedPnl()
         self._rate = OrderRate()
         self._halt: ControlCommand | None = None
         self._account: str | None = None
@@ -489,7 +488,7 @@ class ExecutionService:
     def daily_pnl(self) -> float:
         """Today's realized P&L (IB's, per execution) plus unrealized P&L at the last marks."""
         today = datetime.now(UTC).date()
-        realized = self._realized_by_day.get(today, 0)
+        realized = self._realized.on(today)
         positions = self._positions()
         self._held = {p.contract.symbol for p in positions}
         unrealized = sum(
@@ -512,21 +511,8 @@ class ExecutionService:
     def _on_fill_published(self, fill: Fill) -> None:
         self._marks.setdefault(fill.symbol, fill.price)
         if fill.realized_pnl is not None:
-            self._record_realized(fill.execution_id, fill.executed_at.date(), fill.realized_pnl)
+            self._realized.record(fill.execution_id, fill.executed_at.date(), fill.realized_pnl)
         self._spawn(self._check_loss_limit(), "execution:loss-check")
-
-    def _record_realized(self, execution_id: str, day: date, pnl: float) -> None:
-        """Keep each day's realized total as the sum over `_realized` would give it, without
-        summing every fill of the day again on every tick."""
-        earlier = self._realized.get(execution_id)
-        self._realized[execution_id] = (day, pnl)
-        if earlier is None:
-            self._realized_by_day[day] = self._realized_by_day.get(day, 0) + pnl
-            return
-        for changed in {earlier[0], day}:  # a corrected execution: add its day(s) up again
-            self._realized_by_day[changed] = sum(
-                p for d, p in self._realized.values() if d == changed
-            )
 
     async def _check_loss_limit(self) -> None:
         if self._halt is None and self._account and loss_limit_hit(self.daily_pnl(), self.limits):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -10,6 +10,7 @@ import pytest
 from execution.risk import (
     Book,
     OrderRate,
+    RealizedPnl,
     RiskLimits,
     Verdict,
     check_risk,
@@ -171,3 +172,24 @@ def test_order_rate_counts_the_last_second_and_minute() -> None:
 def test_unrealized_pnl(quantity: float, cost: float, mark: float | None, expected: float) -> None:
     """Long loses and short gains when the mark falls; no mark, no unrealized P&L."""
     assert unrealized_pnl(quantity, cost, mark) == pytest.approx(expected)
+
+
+def test_realized_pnl_sums_each_day_and_forgets_days_before_yesterday() -> None:
+    """Today's total is the sum of today's executions, a corrected execution replaces its
+    figure, and executions of days before yesterday are dropped once a later day's comes."""
+    today = date(2026, 11, 24)
+    realized = RealizedPnl()
+    realized.record("a", today - timedelta(days=3), 10.0)
+    realized.record("b", today - timedelta(days=2), 5.0)
+    assert len(realized) == 2 and realized.on(today - timedelta(days=3)) == 10.0
+    realized.record("y", today - timedelta(days=1), 4.0)
+    realized.record("c", today, 7.0)
+    assert len(realized) == 2  # a and b are gone; yesterday's y stays
+    assert realized.on(today) == 7.0 and realized.on(today - timedelta(days=1)) == 4.0
+    assert realized.on(today - timedelta(days=2)) == 0.0
+    realized.record("c", today, 9.0)  # the commission report corrected it
+    assert realized.on(today) == 9.0 and len(realized) == 2
+    realized.record("late", today - timedelta(days=5), 3.0)  # an old day's, reported late
+    assert realized.on(today) == 9.0 and len(realized) == 3
+    realized.record("d", today, 1.0)
+    assert realized.on(today) == 10.0 and len(realized) == 3  # c, d and yesterday's y
