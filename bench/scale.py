@@ -38,6 +38,7 @@ from bench.tick_to_order import (
     sample,
     sample_every,
     split_thirds,
+    stop_both,
 )
 from ibsim import SimConfig
 
@@ -97,10 +98,7 @@ async def measure(
         sampler.cancel()
         stats = harness.bus.stats
     finally:
-        # The simulator first: a daemon that fell behind would otherwise work through the
-        # simulator's socket backlog before it stops.
-        await sim.stop()
-        await harness.stop()
+        await stop_both(sim, harness)
     first, last = samples[0], samples[-1]
     elapsed = last.at - first.at
     backlog = split_thirds([float(s.backlog) for s in samples])
@@ -140,10 +138,7 @@ async def memory_over_time(
             points.append((now.at - began, now.rss / 2**20))
             await asyncio.sleep(10.0)
     finally:
-        # The simulator first: a daemon that fell behind would otherwise work through the
-        # simulator's socket backlog before it stops.
-        await sim.stop()
-        await harness.stop()
+        await stop_both(sim, harness)
     return points
 
 

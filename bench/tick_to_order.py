@@ -65,6 +65,7 @@ from typing import Any, ClassVar
 
 import psutil
 import redis.asyncio as aioredis
+import structlog
 from pydantic import SecretStr
 
 from bench.storage_ingest import redis_server
@@ -335,10 +336,30 @@ class Harness:
         return unread[0]
 
     async def stop(self) -> None:
-        for quiet in ("ib_async", "asyncio"):  # the simulator is gone: no reconnect noise
-            logging.getLogger(quiet).setLevel(logging.CRITICAL)
         await self.daemon.stop()
         await cleanup(self.settings.bus.redis_url.get_secret_value(), self.bus.channels.prefix)
+
+
+async def stop_both(sim: SimProcess, harness: Harness) -> None:
+    """Stop the simulator, then the daemon.
+
+    The simulator first: a daemon that fell behind would otherwise work through the
+    simulator's socket backlog before it stops. Its IB connections then see the simulator go
+    and try once to reconnect, refused: expected here, so only errors are logged meanwhile.
+    """
+    loggers = [logging.getLogger(name) for name in ("ib_async", "asyncio")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL)
+    wrapper = structlog.get_config()["wrapper_class"]
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
+    try:
+        await sim.stop()
+        await harness.stop()
+    finally:
+        structlog.configure(wrapper_class=wrapper)
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
 
 
 async def cleanup(url: str, prefix: str) -> None:
@@ -556,10 +577,7 @@ async def run_rate(
         rejected = stats.published.get("RiskRejection", 0) - rejected_before
         ticks, orders = await sim.collect()
     finally:
-        # The simulator first: a daemon that fell behind would otherwise work through the
-        # simulator's socket backlog before it stops.
-        await sim.stop()
-        await harness.stop()
+        await stop_both(sim, harness)
     found, unmatched, to_strategy = latencies(harness.strategy.signals, ticks, orders)
     segments, slowest = hops(harness, orders)
     values = [latency for _, latency in sorted(found)]
