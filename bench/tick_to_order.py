@@ -41,12 +41,10 @@ second, first vs last third of the run.
 from __future__ import annotations
 
 import argparse
-import array
 import asyncio
 import bisect
 import contextlib
 import cProfile
-import fcntl
 import gc
 import io
 import logging
@@ -54,7 +52,6 @@ import multiprocessing
 import os
 import pstats
 import statistics
-import termios
 import time
 import uuid
 from collections import defaultdict
@@ -324,16 +321,9 @@ class Harness:
         return queued + len(self.bus._outbox)
 
     def unread_bytes(self) -> int:
-        """Bytes the kernel holds for market data's IB socket that the daemon has not read yet:
-        where a daemon short of CPU falls behind, before any queue of its own sees it."""
+        """`IBConnection.unread_bytes` of market data's connection (0 when it is down)."""
         module = next(m for m in self.daemon.modules if m.name == "market_data")
-        transport = module.connection.ib.client.conn.transport
-        sock = transport.get_extra_info("socket") if transport is not None else None
-        if sock is None or sock.fileno() < 0:
-            return 0
-        unread = array.array("i", [0])
-        fcntl.ioctl(sock.fileno(), termios.FIONREAD, unread)
-        return unread[0]
+        return module.connection.unread_bytes() or 0
 
     async def stop(self) -> None:
         await self.daemon.stop()

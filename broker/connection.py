@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import array
 import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
@@ -131,6 +132,24 @@ class IBConnection:
     def connected(self) -> bool:
         """Socket up and synchronised."""
         return self._connected.is_set() and self.ib.isConnected()
+
+    def unread_bytes(self) -> int | None:
+        """Bytes TWS sent that the kernel holds and this process has not read yet (None when
+        not connected): where a daemon short of CPU falls behind, before any queue of its own
+        sees it (IB's tick messages are increments, so they cannot be conflated unread)."""
+        transport = getattr(self.ib.client.conn, "transport", None)
+        sock = transport.get_extra_info("socket") if transport is not None else None
+        if sock is None or sock.fileno() < 0:
+            return None
+        unread = array.array("i", [0])
+        try:
+            import fcntl  # POSIX only: elsewhere the figure is unknown
+            import termios
+
+            fcntl.ioctl(sock.fileno(), termios.FIONREAD, unread)
+        except (ImportError, OSError):
+            return None
+        return unread[0]
 
     @property
     def ready_to_trade(self) -> bool:

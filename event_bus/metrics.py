@@ -79,6 +79,11 @@ class BusCollector(Collector):
             "trading_ib_connected", "1 while the module's IB link is up", labels=["module"]
         )
         halted = GaugeMetricFamily("trading_halted", "1 while the kill switch is on (execution)")
+        unread = GaugeMetricFamily(
+            "trading_ib_unread_bytes",
+            "bytes from TWS waiting unread in the kernel: grows while the module falls behind",
+            labels=["module"],
+        )
         for module, probe in self.probes().items():
             try:
                 status = probe()
@@ -89,8 +94,11 @@ class BusCollector(Collector):
                 ib.add_metric([module], 1.0 if status["ib"] in IB_UP else 0.0)
             if "halted" in status:
                 halted.add_metric([], 1.0 if status["halted"] == "yes" else 0.0)
+            if status.get("ib_unread_bytes", "unknown").isdigit():
+                unread.add_metric([module], float(status["ib_unread_bytes"]))
         yield ib
         yield halted
+        yield unread
 
 
 class _Collect(Collector):

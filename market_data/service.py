@@ -86,10 +86,12 @@ class MarketDataService:
 
     def status(self) -> dict[str, str]:
         """What `main.py status` shows for market data (through the heartbeat)."""
+        unread = self.connection.unread_bytes()
         return {
             "ib": "connected" if self.connection.connected else "down",
             "instruments": str(len(list(self.subscriptions))),
             "unavailable": ",".join(sorted(self.unavailable)) or "none",
+            "ib_unread_bytes": "unknown" if unread is None else str(unread),
         }
 
     async def start(self) -> None:

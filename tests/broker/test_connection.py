@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 
 import pytest
-from ib_async import IB
+from ib_async import IB, Stock
 
 from broker.connection import IBConnection
 from broker.model import ConnectivityChanged
@@ -181,3 +181,26 @@ async def test_stop_disconnects_and_publishes_it(
     await connection.stop()
     assert not connection.ib.isConnected()
     assert states(bus) == ["connected", "disconnected"]
+
+
+async def test_unread_bytes_counts_what_tws_sent_and_the_daemon_has_not_read(
+    make_connection: ConnectionFactory,
+) -> None:
+    """While the socket is not read, what the simulator streams waits in the kernel and is
+    counted; once reading resumes the count falls back. Not connected: unknown (None)."""
+    connection = make_connection()
+    assert connection.unread_bytes() is None
+    await connection.start()
+    await connection.wait_connected(5)
+    ib = connection.ib
+    [contract] = await ib.qualifyContractsAsync(Stock("AAPL", "SMART", "USD"))
+    transport = ib.client.conn.transport
+    ib.reqMktData(contract)
+    transport.pause_reading()
+    try:
+        await eventually(lambda: (connection.unread_bytes() or 0) > 1_000, timeout=10)
+    finally:
+        transport.resume_reading()
+    await eventually(lambda: (connection.unread_bytes() or 0) < 1_000, timeout=10)
+    await connection.stop()
+    assert connection.unread_bytes() is None
