@@ -27,6 +27,9 @@ from market_data.subscriptions import Feed, Subscriptions
 log = structlog.get_logger()
 
 CLIENT = "market_data"
+# Unread bytes on the IB socket (~2,000 quotes) at which market data says it is falling behind,
+# and says it caught up once below half of it.
+FALLING_BEHIND_BYTES = 256 * 1024
 NO_SECURITY_DEFINITION = 200  # the request's contract is unknown: give the instrument up
 RESUBSCRIBE_CODES = frozenset({10182})  # that request's live updates stopped: request it again
 
@@ -72,6 +75,8 @@ class MarketDataService:
         # ib_async holds requests beyond 45/s in a queue: a stream whose request waits there is
         # not silent, so the watchdog pauses meanwhile and counts from when the queue drained
         self._throttled = False
+        self.falling_behind_bytes = FALLING_BEHIND_BYTES
+        self.falling_behind = False  # IB's data waits unread in the kernel beyond the above
         self._tasks: list[asyncio.Task[None]] = []
         self._retry_tasks: set[asyncio.Task[None]] = set()
         connection.add_connect_hook(self._on_connected)
@@ -104,8 +109,7 @@ class MarketDataService:
         ib.client.throttleStart += self._on_throttle_start
         ib.client.throttleEnd += self._on_throttle_end
         self._tasks.append(asyncio.create_task(self._publish_forever(), name="md-publish"))
-        if self._limits:
-            self._tasks.append(asyncio.create_task(self._watch_forever(), name="md-watchdog"))
+        self._tasks.append(asyncio.create_task(self._watch_forever(), name="md-watchdog"))
         await self.connection.start()
         log.info("market_data_started", instruments=[i.name for i in self.pending])
 
@@ -237,14 +241,32 @@ class MarketDataService:
                 continue
             self._emit_all(feed.aggregator.add(piece))
 
-    # Staleness watchdog
+    # Watchdog: silent streams, and data piling up unread
 
     async def _watch_forever(self) -> None:
-        interval = min(self._limits.values()) / 4
+        interval = min(self._limits.values()) / 4 if self._limits else 2.5
         while True:
             await asyncio.sleep(interval)
-            if self.connection.ready_to_trade and not self._throttled:
+            self.check_falling_behind()
+            if self._limits and self.connection.ready_to_trade and not self._throttled:
                 self.check_staleness(time.monotonic())
+
+    def check_falling_behind(self) -> None:
+        """Say when IB's data piles up unread (this process is short of CPU: strategies see
+        old prices), and when it is read again in time."""
+        unread = self.connection.unread_bytes()
+        if unread is None:
+            return
+        if not self.falling_behind and unread >= self.falling_behind_bytes:
+            self.falling_behind = True
+            log.warning(
+                "market_data_falling_behind",
+                unread_bytes=unread,
+                hint="IB's data arrives faster than this process reads it: it needs more CPU",
+            )
+        elif self.falling_behind and unread < self.falling_behind_bytes // 2:
+            self.falling_behind = False
+            log.info("market_data_caught_up", unread_bytes=unread)
 
     def _on_throttle_start(self) -> None:
         self._throttled = True

@@ -10,6 +10,7 @@ from typing import Any, cast
 
 import pytest
 from ib_async import IB, Stock
+from structlog.testing import capture_logs
 
 from config import IBSettings, InstrumentSetting
 from event_bus import Channels, InMemoryEventBus, RedisEventBus
@@ -216,3 +217,31 @@ async def test_build_market_data_uses_ib_client_id(sim: Simulator, bus: InMemory
         assert [s.client_id for s in sim.sessions if s.connected] == [21]
     finally:
         await service.stop()
+
+
+async def test_falling_behind_is_said_once_and_so_is_catching_up(
+    make_service: ServiceFactory, bus: InMemoryEventBus
+) -> None:
+    """While IB's data waits unread beyond the threshold the watchdog says so, once; when the
+    daemon reads it again, it says it caught up."""
+    service = make_service()
+    await service.start()
+    await data_flowing(bus, 0, timeout=10)
+    service.falling_behind_bytes = 2_000
+    transport = service.connection.ib.client.conn.transport
+
+    def behind() -> bool:
+        service.check_falling_behind()
+        return service.falling_behind
+
+    with capture_logs() as logs:
+        transport.pause_reading()
+        try:
+            await eventually(behind, timeout=10, message="IB's data piles up unread")
+            assert behind()  # still behind, not said again
+        finally:
+            transport.resume_reading()
+        await eventually(lambda: not behind(), timeout=10, message="read again in time")
+    said = [line["event"] for line in logs]
+    assert said.count("market_data_falling_behind") == 1
+    assert said.count("market_data_caught_up") == 1
