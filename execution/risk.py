@@ -225,7 +225,9 @@ class RealizedPnl:
 
     def __init__(self) -> None:
         self._by_execution: dict[str, tuple[date, float]] = {}  # execution id -> (day, P&L)
-        self._by_day: dict[date, float] = {}  # day -> sum of that day's `_by_execution`
+        # day -> sum of that day's `_by_execution`, kept as it changes: the loss limit reads
+        # today's total on every tick of a held symbol, and must not add up the day each time
+        self._by_day: dict[date, float] = {}
 
     def __len__(self) -> int:
         return len(self._by_execution)
