@@ -9,6 +9,9 @@ from typing import Literal
 from event_bus import Event, UtcDatetime, register
 
 
+_INF = math.inf
+
+
 def _check_prices(event: object, names: tuple[str, ...]) -> None:
     for name in names:
         value = getattr(event, name)
@@ -46,8 +49,26 @@ class Tick(Event):
     exchange_time: UtcDatetime | None = None  # when IB says the last trade happened
 
     def __post_init__(self) -> None:
-        _check_prices(self, ("bid", "ask", "last"))
-        _check_sizes(self, ("bid_size", "ask_size", "last_size", "volume"))
+        # Runs for every tick built and every tick decoded: the checks of `_check_prices` and
+        # `_check_sizes`, unrolled (0.5 against 1.1 us); they run only to name what is wrong.
+        bid, ask, last = self.bid, self.ask, self.last
+        bid_size, ask_size, last_size, volume = (
+            self.bid_size,
+            self.ask_size,
+            self.last_size,
+            self.volume,
+        )
+        if not (
+            (bid is None or 0 < bid < _INF)
+            and (ask is None or 0 < ask < _INF)
+            and (last is None or 0 < last < _INF)
+            and (bid_size is None or 0 <= bid_size < _INF)
+            and (ask_size is None or 0 <= ask_size < _INF)
+            and (last_size is None or 0 <= last_size < _INF)
+            and (volume is None or 0 <= volume < _INF)
+        ):
+            _check_prices(self, ("bid", "ask", "last"))
+            _check_sizes(self, ("bid_size", "ask_size", "last_size", "volume"))
 
 
 @register
