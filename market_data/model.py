@@ -8,7 +8,6 @@ from typing import Literal
 
 from event_bus import Event, UtcDatetime, register
 
-
 _INF = math.inf
 
 
