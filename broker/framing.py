@@ -7,19 +7,16 @@ client lags, so each ~100-byte tick then costs a copy of up to 256 KiB and decod
 exactly when it should catch up (BENCHMARKS.md: the daemon collapsed at 20,000 ticks/s with 89%
 of its samples in that function). `use_linear_reader(ib)` swaps in `read_messages`, which walks
 the buffer with an offset and keeps only the incomplete tail; what it does with each message is
-what ib_async does, in the same order. It also sizes each read of the socket: `READ_BYTES`,
-or, once the daemon has fallen behind, everything waiting (see `_size_next_read`).
+what ib_async does, in the same order. It also caps each read of the socket (`READ_BYTES`).
 """
 
 from __future__ import annotations
 
-import array
 import asyncio
 import logging
 import struct
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from ib_async import IB
@@ -30,44 +27,7 @@ _LENGTH = struct.Struct(">I")
 # About 40 quotes. At 20,000 ticks/s, 4 KiB gave the lowest p99 tick to order of 2, 4, 8 and 16
 # KiB (12-15 ms against 22-34 ms at 16 KiB; BENCHMARKS.md): a read is one uninterrupted callback.
 READ_BYTES = 4 * 1024
-# Behind by more than this (unread in the kernel after a full read), the next read takes all
-# that waits, up to CATCH_UP_READ_BYTES: see `_size_next_read`.
-CATCH_UP_BYTES = 64 * 1024
-CATCH_UP_READ_BYTES = 1024 * 1024
 _linear: weakref.WeakSet[Client] = weakref.WeakSet()  # clients already switched
-
-
-@dataclass
-class ReadStats:
-    """What one client's reader did to catch up since it was switched."""
-
-    catch_up_reads: int = 0  # reads sized to the backlog instead of READ_BYTES
-    catch_up_bytes: int = 0  # bytes those reads took
-
-
-_stats: weakref.WeakKeyDictionary[Client, ReadStats] = weakref.WeakKeyDictionary()
-
-
-def read_stats(ib: IB) -> ReadStats:
-    """The catch-up figures of `ib`'s reader (zero for a client never switched)."""
-    return _stats.get(ib.client) or ReadStats()
-
-
-def unread_bytes(transport: asyncio.BaseTransport | None) -> int | None:
-    """Bytes the kernel holds for `transport`'s socket, unread (FIONREAD); None when there is
-    no open socket or the platform cannot tell."""
-    sock = transport.get_extra_info("socket") if transport is not None else None
-    if sock is None or sock.fileno() < 0:
-        return None
-    unread = array.array("i", [0])
-    try:
-        import fcntl  # POSIX only: elsewhere the figure is unknown
-        import termios
-
-        fcntl.ioctl(sock.fileno(), termios.FIONREAD, unread)
-    except (ImportError, OSError):
-        return None
-    return unread[0]
 
 
 def use_linear_reader(ib: IB) -> None:
@@ -80,7 +40,6 @@ def use_linear_reader(ib: IB) -> None:
     client.conn.connection_made = _cap_reads  # type: ignore[method-assign]
     _use_direct_tick_handlers(client.decoder)
     _linear.add(client)
-    _stats[client] = ReadStats()
 
 
 # msgId -> (wrapper method, how its third field is parsed): the tick messages ib_async decodes
@@ -159,33 +118,6 @@ def read_messages(client: Client, data: bytes) -> None:
     client._data = buffer[position:]
     if client._tcpDataProcessed:
         client._tcpDataProcessed()
-    _size_next_read(client, len(data))
-
-
-def _size_next_read(client: Client, taken: int) -> None:
-    """READ_BYTES while the daemon keeps up; everything waiting once it has fallen behind.
-
-    A read is handled as one batch: ib_async applies each of its messages to the tickers, then
-    reports every ticker that changed once (`pendingTickersEvent`), and market data makes one
-    Tick of each. Reading the whole backlog at once therefore conflates it, latest quote per
-    symbol, exactly as `tick_from_ticker` would see it at the end, where 4 KiB reads would make
-    a Tick of nearly every quote and never catch up. Only a read that filled its buffer asks the
-    kernel (FIONREAD) how much more waits."""
-    transport = client.conn.transport
-    if transport is None:
-        return
-    size = transport.max_size
-    if size > READ_BYTES:
-        stats = _stats.get(client)
-        if stats is not None:
-            stats.catch_up_reads += 1
-            stats.catch_up_bytes += taken
-    if taken < size:  # it took all there was
-        transport.max_size = READ_BYTES
-        return
-    unread = unread_bytes(transport) or 0
-    behind = unread > CATCH_UP_BYTES
-    transport.max_size = min(unread, CATCH_UP_READ_BYTES) if behind else READ_BYTES
 
 
 def _handle(client: Client, fields: list[str]) -> bool:

@@ -84,11 +84,6 @@ class BusCollector(Collector):
             "bytes from TWS waiting unread in the kernel: grows while the module falls behind",
             labels=["module"],
         )
-        catch_up = CounterMetricFamily(
-            "trading_ib_catch_up_reads",
-            "reads of a backlog from TWS taken at once, conflating it (latest quote per symbol)",
-            labels=["module"],
-        )
         for module, probe in self.probes().items():
             try:
                 status = probe()
@@ -101,12 +96,9 @@ class BusCollector(Collector):
                 halted.add_metric([], 1.0 if status["halted"] == "yes" else 0.0)
             if status.get("ib_unread_bytes", "unknown").isdigit():
                 unread.add_metric([module], float(status["ib_unread_bytes"]))
-            if status.get("ib_catch_up_reads", "").isdigit():
-                catch_up.add_metric([module], float(status["ib_catch_up_reads"]))
         yield ib
         yield halted
         yield unread
-        yield catch_up
 
 
 class _Collect(Collector):

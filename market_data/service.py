@@ -97,8 +97,6 @@ class MarketDataService:
             "instruments": str(len(list(self.subscriptions))),
             "unavailable": ",".join(sorted(self.unavailable)) or "none",
             "ib_unread_bytes": "unknown" if unread is None else str(unread),
-            # reads of a backlog at once, which conflate it (latest quote per symbol)
-            "ib_catch_up_reads": str(self.connection.read_stats().catch_up_reads),
         }
 
     async def start(self) -> None:

@@ -66,12 +66,7 @@ async def test_the_endpoint_reports_bus_counters_ib_links_orders_and_latency(
     await bus.subscribe(channels.instrument("tick", "*"), keep)
     probes = {
         "execution": lambda: {"ib": "ready", "halted": "yes", "positions": "flat"},
-        "market_data": lambda: {
-            "ib": "down",
-            "instruments": "3",
-            "ib_unread_bytes": "4096",
-            "ib_catch_up_reads": "7",
-        },
+        "market_data": lambda: {"ib": "down", "instruments": "3", "ib_unread_bytes": "4096"},
         "other_feed": lambda: {"ib": "down", "ib_unread_bytes": "unknown"},
         "storage": lambda: {"events_stored": "0"},
     }
@@ -106,9 +101,6 @@ async def test_the_endpoint_reports_bus_counters_ib_links_orders_and_latency(
         (("module", "other_feed"),): 0.0,
     }
     assert _family(samples, "trading_ib_unread_bytes") == {(("module", "market_data"),): 4096.0}
-    assert _family(samples, "trading_ib_catch_up_reads_total") == {
-        (("module", "market_data"),): 7.0
-    }
     assert _family(samples, "trading_halted") == {(): 1.0}
     assert _family(samples, "trading_bus_connected") == {(): 1.0}
     assert _family(samples, "trading_order_updates_total") == {

@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 from ib_async import IB, Stock
 
-from broker import framing
 from broker.connection import IBConnection
 from broker.model import ConnectivityChanged
 from config import IBSettings
@@ -205,34 +204,3 @@ async def test_unread_bytes_counts_what_tws_sent_and_the_daemon_has_not_read(
     await eventually(lambda: (connection.unread_bytes() or 0) < 1_000, timeout=10)
     await connection.stop()
     assert connection.unread_bytes() is None
-
-
-async def test_a_backlog_is_read_at_once_and_counted_then_reads_are_small_again(
-    make_connection: ConnectionFactory, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Past the catch-up threshold, the next read takes everything waiting (one batch for
-    ib_async, so one Tick per symbol); once the reader has caught up, reads are capped again."""
-    monkeypatch.setattr(framing, "CATCH_UP_BYTES", 2_000)
-    connection = make_connection()
-    await connection.start()
-    await connection.wait_connected(5)
-    ib = connection.ib
-    [contract] = await ib.qualifyContractsAsync(Stock("AAPL", "SMART", "USD"))
-    transport = ib.client.conn.transport
-    ib.reqMktData(contract)
-    assert connection.read_stats().catch_up_reads == 0
-    transport.pause_reading()
-    try:
-        await eventually(lambda: (connection.unread_bytes() or 0) > 3 * framing.READ_BYTES)
-    finally:
-        transport.resume_reading()
-    await eventually(lambda: connection.read_stats().catch_up_reads > 0)
-    stats = connection.read_stats()
-    assert stats.catch_up_bytes > framing.CATCH_UP_BYTES
-    await eventually(
-        lambda: (
-            transport.max_size == framing.READ_BYTES
-            and (connection.unread_bytes() or 0) < framing.CATCH_UP_BYTES
-        ),
-        message="caught up, reads capped again",
-    )

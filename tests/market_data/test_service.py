@@ -12,7 +12,6 @@ import pytest
 from ib_async import IB, Stock
 from structlog.testing import capture_logs
 
-from broker import framing
 from config import IBSettings, InstrumentSetting
 from event_bus import Channels, InMemoryEventBus, RedisEventBus
 from ibsim import SimConfig, Simulator
@@ -246,44 +245,3 @@ async def test_falling_behind_is_said_once_and_so_is_catching_up(
     said = [line["event"] for line in logs]
     assert said.count("market_data_falling_behind") == 1
     assert said.count("market_data_caught_up") == 1
-
-
-async def test_a_backlog_is_read_at_once_one_tick_per_symbol_from_its_last_quote(
-    make_service: ServiceFactory, bus: InMemoryEventBus, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Fallen behind, the daemon reads what waits in one go: ib_async applies every quote of
-    the backlog, and market data publishes one Tick per symbol, made from its last quote."""
-    monkeypatch.setattr(framing, "CATCH_UP_BYTES", 2_000)
-    service = make_service()
-    await service.start()
-    await data_flowing(bus, 0, timeout=10)
-    ib = service.connection.ib
-    transport = ib.client.conn.transport
-    catch_up_reads: list[tuple[int, dict[str, float]]] = []  # (updates, symbol -> last bid)
-
-    def on_pending(tickers: Any) -> None:  # after market data's own handler
-        if transport.max_size > framing.READ_BYTES:
-            last_bids = {}
-            for ticker in tickers:
-                bids = [tick.price for tick in ticker.ticks if tick.tickType == 1]
-                if bids:
-                    last_bids[ticker.contract.symbol] = bids[-1]
-            catch_up_reads.append((sum(len(t.ticks) for t in tickers), last_bids))
-
-    ib.pendingTickersEvent += on_pending
-    transport.pause_reading()
-    try:
-        await eventually(lambda: (service.connection.unread_bytes() or 0) > 16_000, timeout=10)
-    finally:
-        transport.resume_reading()
-    await eventually(lambda: len(catch_up_reads) > 0, timeout=10, message="a read of the backlog")
-    updates, last_bids = catch_up_reads[0]
-    assert updates > 10 * len(SYMBOLS)  # many quotes of each symbol in that one read
-    assert set(last_bids) == set(SYMBOLS)
-
-    def published_from_last_quote() -> bool:
-        ticks = of_type(bus.published, Tick)
-        return all(any(t.symbol == s and t.bid == b for t in ticks) for s, b in last_bids.items())
-
-    await eventually(published_from_last_quote, timeout=10, message="a Tick of each last quote")
-    assert service.status()["ib_catch_up_reads"] != "0"
