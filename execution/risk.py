@@ -199,20 +199,28 @@ def check_signal(signal: TradeSignal, now: datetime, limits: RiskLimits) -> Verd
 
 
 class OrderRate:
-    """When orders were sent, to count those of the last second and minute (time passed in)."""
+    """When orders were sent, to count those of the last second and minute (time passed in,
+    never going back). Each window keeps only its own orders, so a count costs O(1) however
+    many orders the minute holds: it is taken on every signal, before the claim."""
 
     def __init__(self) -> None:
-        self._sent: deque[float] = deque()  # monotonic seconds, oldest first
+        self._second: deque[float] = deque()  # monotonic seconds, oldest first
+        self._minute: deque[float] = deque()
 
     def record(self, now: float) -> None:
-        self._sent.append(now)
+        self._expire(now)
+        self._second.append(now)
+        self._minute.append(now)
 
     def counts(self, now: float) -> tuple[int, int]:
         """(orders in the last second, orders in the last minute)."""
-        while self._sent and now - self._sent[0] >= 60.0:
-            self._sent.popleft()
-        last_second = sum(1 for sent in self._sent if now - sent < 1.0)
-        return last_second, len(self._sent)
+        self._expire(now)
+        return len(self._second), len(self._minute)
+
+    def _expire(self, now: float) -> None:
+        for window, seconds in ((self._second, 1.0), (self._minute, 60.0)):
+            while window and now - window[0] >= seconds:
+                window.popleft()
 
 
 class RealizedPnl:

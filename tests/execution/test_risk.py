@@ -6,6 +6,8 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from execution.risk import (
     Book,
@@ -163,6 +165,28 @@ def test_order_rate_counts_the_last_second_and_minute() -> None:
     assert rate.counts(1.5) == (1, 3)
     assert rate.counts(59.99) == (0, 3)
     assert rate.counts(60.5) == (0, 1)
+
+
+# gaps between steps: any, and the ones that land an order exactly on a window's edge
+GAPS = st.one_of(st.sampled_from([0.0, 0.5, 1.0, 59.0, 59.5, 60.0]), st.floats(0, 61))
+
+
+@given(st.lists(st.tuples(st.booleans(), GAPS)))
+def test_order_rate_agrees_with_counting_every_order(steps: list[tuple[bool, float]]) -> None:
+    """Orders and counts at any times going forward: the windows count exactly the orders of
+    the last second and minute, as a walk over every order sent would."""
+    rate, sent, now = OrderRate(), [], 0.0
+    for is_order, gap in steps:
+        now += gap
+        if is_order:
+            rate.record(now)
+            sent.append(now)
+        else:
+            expected = (
+                sum(1 for at in sent if now - at < 1.0),
+                sum(1 for at in sent if now - at < 60.0),
+            )
+            assert rate.counts(now) == expected
 
 
 @pytest.mark.parametrize(
