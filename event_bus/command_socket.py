@@ -7,6 +7,7 @@ import contextlib
 import os
 import select
 import time
+from collections.abc import Callable
 from typing import Any
 
 import hiredis
@@ -57,9 +58,19 @@ class CommandSocket:
         self._lock = asyncio.Lock()
         self.urgent_replies_in_place = 0  # urgent calls answered without yielding
 
-    async def execute(self, *arguments: bytes, urgent: bool = False) -> Any:
+    async def execute(
+        self,
+        *arguments: bytes,
+        urgent: bool = False,
+        meanwhile: Callable[[], object] | None = None,
+    ) -> Any:
         """Run one command and return its reply; a Redis error reply raises ResponseError,
-        a lost connection ConnectionError, no reply within the timeout TimeoutError."""
+        a lost connection ConnectionError, no reply within the timeout TimeoutError.
+
+        `meanwhile` is called once the command is written and before its reply is read, so
+        its work overlaps the round trip; what it raises is raised after the reply has been
+        read (the connection stays in step), and it is not called if the command never left."""
+        failure: BaseException | None = None
         async with self._lock:
             try:
                 async with asyncio.timeout(self.timeout):
@@ -67,6 +78,11 @@ class CommandSocket:
                         await self._connect()
                     assert self._writer is not None
                     self._writer.write(pack_command(list(arguments)))
+                    if meanwhile is not None:
+                        try:
+                            meanwhile()
+                        except Exception as error:
+                            failure = error
                     reply = self._reply_in_place() if urgent and CAN_POLL else False
                     if reply is False:
                         reply = await self._reply()
@@ -75,6 +91,8 @@ class CommandSocket:
             except BaseException:
                 await self._drop()
                 raise
+        if failure is not None:
+            raise failure
         if isinstance(reply, ResponseError):
             raise reply
         return reply

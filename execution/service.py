@@ -321,20 +321,28 @@ class ExecutionService:
     async def _decide(self, signal: TradeSignal) -> None:
         """Check locally, then record the decision with SET NX: the one Redis round trip before
         placeOrder. A claim that fails means another process (or an earlier life of this one)
-        decided this id first: a duplicate, never a second order."""
+        decided this id first: a duplicate, never a second order.
+
+        The signal's own checks come first (a malformed or expired signal is claimed as
+        rejected). The risk checks against the book run while the claim is on its way to Redis
+        (~50 us of work that would otherwise wait before the round trip); a signal they refuse
+        was claimed as placing and its record is overwritten as rejected, before any order."""
         known = self._at_broker.get(signal.id)
         if known is not None:
             self._decided[signal.id] = f"found at broker: {known}"
             log.warning("signal_found_at_broker", signal_id=signal.id, detail=known)
             return
         verdict = check_signal(signal, utc_now(), self.limits) or self._gate()
-        if verdict is None:
-            verdict = check_risk(signal, self._book(), self.limits)
+        risk: list[Verdict | None] = []
+
+        def check_the_book() -> None:
+            risk.append(check_risk(signal, self._book(), self.limits))
+
         try:
             if verdict is not None:
                 claimed = await self.state.claim(signal.id, "rejected", verdict.rule)
             else:
-                claimed = await self.state.claim(signal.id, "placing")
+                claimed = await self.state.claim(signal.id, "placing", meanwhile=check_the_book)
         except CONNECTION_ERRORS as error:  # cannot prove it is new: refuse, fail closed
             unavailable = Verdict("state_unavailable", f"cannot record the decision first: {error}")
             await self._reject(signal, unavailable, save=False)
@@ -343,6 +351,8 @@ class ExecutionService:
             await self._duplicate(signal.id)
         elif verdict is not None:
             await self._reject(signal, verdict, save=False)
+        elif risk[0] is not None:
+            await self._reject(signal, risk[0], save=True)
         else:
             await self._place(signal)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -27,7 +28,18 @@ class ExecutionState(Protocol):
     - `halt` -> the encoded ControlCommand that halted trading (absent: trading allowed).
     """
 
-    async def claim(self, signal_id: str, decision: str, detail: str = "") -> bool: ...
+    async def claim(
+        self,
+        signal_id: str,
+        decision: str,
+        detail: str = "",
+        *,
+        meanwhile: Callable[[], object] | None = None,
+    ) -> bool:
+        """SET NX the decision; False if `signal_id` was decided before. `meanwhile` runs once
+        the claim is on its way and before its answer is read (work that overlaps the round
+        trip); it is not run when the claim could not be sent (an error is raised then)."""
+        ...
 
     async def overwrite(self, signal_id: str, decision: str, detail: str = "") -> None: ...
 
@@ -61,10 +73,18 @@ class RedisExecutionState:
     def _signal_key(self, signal_id: str) -> str:
         return self._channels.state_key(f"signal:{signal_id}")
 
-    async def claim(self, signal_id: str, decision: str, detail: str = "") -> bool:
+    async def claim(
+        self,
+        signal_id: str,
+        decision: str,
+        detail: str = "",
+        *,
+        meanwhile: Callable[[], object] | None = None,
+    ) -> bool:
         key, value = self._signal_key(signal_id), _decision(decision, detail)
         command = (b"SET", key.encode(), value.encode(), b"NX", b"EX", b"%d" % DECISION_TTL_SECONDS)
-        return await self._claims.execute(*command, urgent=True) is not None
+        reply = await self._claims.execute(*command, urgent=True, meanwhile=meanwhile)
+        return reply is not None
 
     async def overwrite(self, signal_id: str, decision: str, detail: str = "") -> None:
         # right after placeOrder: the claim's connection costs the loop less than redis-py's
@@ -117,11 +137,20 @@ class MemoryExecutionState:
         self.fills: dict[str, str] = {}  # execution id -> fill publication state
         self.halt_payload: bytes | None = None
 
-    async def claim(self, signal_id: str, decision: str, detail: str = "") -> bool:
-        if signal_id in self.decisions:
-            return False
-        self.decisions[signal_id] = json.loads(_decision(decision, detail))
-        return True
+    async def claim(
+        self,
+        signal_id: str,
+        decision: str,
+        detail: str = "",
+        *,
+        meanwhile: Callable[[], object] | None = None,
+    ) -> bool:
+        claimed = signal_id not in self.decisions
+        if claimed:
+            self.decisions[signal_id] = json.loads(_decision(decision, detail))
+        if meanwhile is not None:
+            meanwhile()
+        return claimed
 
     async def overwrite(self, signal_id: str, decision: str, detail: str = "") -> None:
         self.decisions[signal_id] = json.loads(_decision(decision, detail))

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import hiredis
 import pytest
+import redis
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
@@ -41,6 +42,67 @@ async def test_set_nx_answers_once_and_redis_py_reads_what_it_wrote(
     assert socket.urgent_replies_in_place == (2 if urgent else 0)
     assert await client.get(key) == b"placing"
     assert 0 < await client.ttl(key) <= 60
+
+
+@pytest.mark.parametrize("urgent", [False, True], ids=["through the loop", "urgent"])
+async def test_meanwhile_runs_while_the_command_is_on_its_way(
+    client: aioredis.Redis, redis_url: str, channels: Channels, urgent: bool
+) -> None:
+    """Execution's risk checks overlap the claim's round trip: `meanwhile` runs after the
+    command has left (another connection sees its effect while `meanwhile` still holds the
+    loop), once, before the reply is read."""
+    socket = CommandSocket(client)
+    key = channels.state_key("signal:s-3").encode()
+    seen: list[bytes | None] = []
+    observer = redis.Redis.from_url(redis_url)
+
+    def look_from_another_connection() -> None:
+        deadline = time.monotonic() + 5.0
+        while (value := observer.get(key)) is None and time.monotonic() < deadline:
+            pass
+        seen.append(value)
+
+    try:
+        reply = await socket.execute(
+            b"SET", key, b"placing", b"NX", urgent=urgent, meanwhile=look_from_another_connection
+        )
+    finally:
+        await socket.close()
+        observer.close()
+    assert (reply, seen) == (b"OK", [b"placing"])
+
+
+async def test_what_meanwhile_raises_comes_after_the_reply_and_the_connection_goes_on(
+    client: aioredis.Redis, channels: Channels
+) -> None:
+    socket = CommandSocket(client)
+    key = channels.state_key("signal:s-4").encode()
+
+    def fail() -> None:
+        raise ValueError("a bug in the checks")
+
+    try:
+        with pytest.raises(ValueError, match="a bug in the checks"):
+            await socket.execute(b"SET", key, b"placing", b"NX", urgent=True, meanwhile=fail)
+        # the first reply was read, so the second call gets its own
+        assert await socket.execute(b"SET", key, b"again", b"NX", urgent=True) is None
+    finally:
+        await socket.close()
+    assert socket.urgent_replies_in_place == 2  # both read: the failure came after the reply
+    assert await client.get(key) == b"placing"
+
+
+async def test_meanwhile_is_not_run_when_the_command_cannot_be_sent() -> None:
+    client = connect_redis("redis://127.0.0.1:1/0", timeout=2.0)  # nothing listens there
+    socket = CommandSocket(client)
+    ran: list[bool] = []
+    try:
+        with pytest.raises(CONNECTION_ERRORS):
+            await socket.execute(b"SET", b"k", b"1", b"NX", meanwhile=lambda: ran.append(True))
+    finally:
+        await socket.close()
+        await client.aclose()
+    assert ran == []
 
 
 async def test_an_error_reply_raises_and_the_connection_goes_on(

@@ -261,7 +261,9 @@ async def test_expired_signal_is_dropped_with_a_reason(make_service: Any, sim: S
 class UnreachableState(MemoryExecutionState):
     """A state store whose every claim fails as Redis does when it is down."""
 
-    async def claim(self, signal_id: str, decision: str, detail: str = "") -> bool:
+    async def claim(
+        self, signal_id: str, decision: str, detail: str = "", *, meanwhile: Any = None
+    ) -> bool:
         raise ConnectionError("Redis is down")
 
 
@@ -295,6 +297,33 @@ async def test_signal_claimed_by_another_process_is_left_to_it(
     assert sim.orders_received == []
     assert running.events(RiskRejection) == []
     assert running.service._decided[signal.id] == "placing"  # the other process's decision
+
+
+async def test_a_refused_signal_is_recorded_as_rejected_with_its_rule(
+    make_service: Any, sim: Simulator
+) -> None:
+    """The book's checks run while the claim is on its way, so a signal they refuse was
+    claimed as placing: its record is overwritten as rejected, with the rule, and the signal
+    sent again is a duplicate. A malformed or expired signal is claimed as rejected at once."""
+    state = MemoryExecutionState()
+    running: Running = await make_service(state=state, max_position_per_symbol=10)
+    await running.mark("AAPL", 190.0)
+    too_big = buy(50)
+    expired = buy(1, expires_at=datetime.now(UTC) - timedelta(seconds=1))
+    for signal in (too_big, expired, too_big):
+        await running.publish(signal)
+    await running.settle()
+    await barrier(running.service.ib)
+    assert sim.orders_received == []
+    assert [(r.signal_id, r.rule) for r in running.events(RiskRejection)] == [
+        (too_big.id, "max_position"),
+        (expired.id, "expired"),
+    ]
+    recorded = {key: (d["decision"], d["detail"]) for key, d in state.decisions.items()}
+    assert recorded == {
+        too_big.id: ("rejected", "max_position"),
+        expired.id: ("rejected", "expired"),
+    }
 
 
 async def test_working_orders_count_against_the_position_limit_until_done(
