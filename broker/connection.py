@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import array
 import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
@@ -10,7 +9,7 @@ from typing import Any, Protocol
 import structlog
 from ib_async import IB
 
-from broker.framing import use_linear_reader
+from broker.framing import ReadStats, read_stats, unread_bytes, use_linear_reader
 from broker.model import ConnectivityChanged, ConnectivityState
 from config import IBSettings
 from event_bus import Event
@@ -136,20 +135,12 @@ class IBConnection:
     def unread_bytes(self) -> int | None:
         """Bytes TWS sent that the kernel holds and this process has not read yet (None when
         not connected): where a daemon short of CPU falls behind, before any queue of its own
-        sees it (IB's tick messages are increments, so they cannot be conflated unread)."""
-        transport = getattr(self.ib.client.conn, "transport", None)
-        sock = transport.get_extra_info("socket") if transport is not None else None
-        if sock is None or sock.fileno() < 0:
-            return None
-        unread = array.array("i", [0])
-        try:
-            import fcntl  # POSIX only: elsewhere the figure is unknown
-            import termios
+        sees it. Past `framing.CATCH_UP_BYTES` the reader conflates what it reads."""
+        return unread_bytes(getattr(self.ib.client.conn, "transport", None))
 
-            fcntl.ioctl(sock.fileno(), termios.FIONREAD, unread)
-        except (ImportError, OSError):
-            return None
-        return unread[0]
+    def read_stats(self) -> ReadStats:
+        """The reader's figures: reads, and the catch-up batches that conflated a backlog."""
+        return read_stats(self.ib)
 
     @property
     def ready_to_trade(self) -> bool:

@@ -84,6 +84,11 @@ class BusCollector(Collector):
             "bytes from TWS waiting unread in the kernel: grows while the module falls behind",
             labels=["module"],
         )
+        conflated = CounterMetricFamily(
+            "trading_ib_reads_conflated",
+            "reads of a backlog from TWS whose quotes became one Tick per symbol (latest wins)",
+            labels=["module"],
+        )
         for module, probe in self.probes().items():
             try:
                 status = probe()
@@ -96,9 +101,12 @@ class BusCollector(Collector):
                 halted.add_metric([], 1.0 if status["halted"] == "yes" else 0.0)
             if status.get("ib_unread_bytes", "unknown").isdigit():
                 unread.add_metric([module], float(status["ib_unread_bytes"]))
+            if status.get("ib_reads_conflated", "").isdigit():
+                conflated.add_metric([module], float(status["ib_reads_conflated"]))
         yield ib
         yield halted
         yield unread
+        yield conflated
 
 
 class _Collect(Collector):

@@ -97,6 +97,8 @@ class MarketDataService:
             "instruments": str(len(list(self.subscriptions))),
             "unavailable": ",".join(sorted(self.unavailable)) or "none",
             "ib_unread_bytes": "unknown" if unread is None else str(unread),
+            # reads of a backlog whose quotes became one Tick per symbol at the batch's end
+            "ib_reads_conflated": str(self.connection.read_stats().reads_conflated),
         }
 
     async def start(self) -> None:

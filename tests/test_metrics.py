@@ -55,8 +55,8 @@ def _order(status: str) -> OrderUpdate:
 async def test_the_endpoint_reports_bus_counters_ib_links_orders_and_latency(
     redis_url: str, channels: Channels, clean_keys: None
 ) -> None:
-    """After known events: published, delivered, rejected, IB up/down and unread bytes, orders
-    and latency."""
+    """After known events: published, delivered, rejected, IB up/down, unread bytes and reads
+    conflated, orders and latency."""
     bus = RedisEventBus.from_url(redis_url, channels=channels)
     handled: list[Event] = []
 
@@ -66,7 +66,12 @@ async def test_the_endpoint_reports_bus_counters_ib_links_orders_and_latency(
     await bus.subscribe(channels.instrument("tick", "*"), keep)
     probes = {
         "execution": lambda: {"ib": "ready", "halted": "yes", "positions": "flat"},
-        "market_data": lambda: {"ib": "down", "instruments": "3", "ib_unread_bytes": "4096"},
+        "market_data": lambda: {
+            "ib": "down",
+            "instruments": "3",
+            "ib_unread_bytes": "4096",
+            "ib_reads_conflated": "17",
+        },
         "other_feed": lambda: {"ib": "down", "ib_unread_bytes": "unknown"},
         "storage": lambda: {"events_stored": "0"},
     }
@@ -101,6 +106,9 @@ async def test_the_endpoint_reports_bus_counters_ib_links_orders_and_latency(
         (("module", "other_feed"),): 0.0,
     }
     assert _family(samples, "trading_ib_unread_bytes") == {(("module", "market_data"),): 4096.0}
+    assert _family(samples, "trading_ib_reads_conflated_total") == {
+        (("module", "market_data"),): 17.0
+    }
     assert _family(samples, "trading_halted") == {(): 1.0}
     assert _family(samples, "trading_bus_connected") == {(): 1.0}
     assert _family(samples, "trading_order_updates_total") == {

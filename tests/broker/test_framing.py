@@ -4,14 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import socket
 import struct
+from collections.abc import Iterator
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from ib_async import IB
 from ib_async.client import Client
 
-from broker.framing import READ_BYTES, read_messages, use_linear_reader
+from broker import framing
+from broker.framing import (
+    CATCH_UP_BYTES,
+    CATCH_UP_SECONDS,
+    READ_BYTES,
+    read_messages,
+    read_stats,
+    use_linear_reader,
+)
 from ibsim import Simulator
 
 # fields as raw bytes (no NUL), so invalid UTF-8 is covered too
@@ -117,6 +128,132 @@ async def test_a_connected_client_reads_its_socket_in_capped_chunks(sim: Simulat
         assert await asyncio.wait_for(ib.reqCurrentTimeAsync(), 5) is not None
     finally:
         ib.disconnect()
+
+
+class Backlog:
+    """A transport whose socket holds `unread` bytes the kernel has not handed over yet."""
+
+    def __init__(self) -> None:
+        self.max_size = READ_BYTES
+        self._ours, self._theirs = socket.socketpair()
+        self._ours.setblocking(False)
+
+    def get_extra_info(self, name: str) -> object:
+        return self._ours if name == "socket" else None
+
+    def set_unread(self, size: int) -> None:
+        while True:  # take whatever waits, then leave `size` bytes waiting
+            try:
+                self._ours.recv(1 << 20)
+            except BlockingIOError:
+                break
+        self._theirs.sendall(b"x" * size)
+
+    def close(self) -> None:
+        self._ours.close()
+        self._theirs.close()
+
+
+class Reports:
+    """A switched client on a `Backlog`, counting ib_async's per-read ticker callbacks."""
+
+    def __init__(self) -> None:
+        self.ib = IB()
+        use_linear_reader(self.ib)
+        client = self.ib.client
+        client._serverVersion = 176
+        client._apiReady = True
+        client.decoder.interpret = lambda fields: None  # type: ignore[method-assign]
+        self.arrived = self.processed = 0
+        client._tcpDataArrived = self._arrived
+        client._tcpDataProcessed = self._processed
+        self.transport = Backlog()
+        client.conn.transport = self.transport
+
+    def _arrived(self) -> None:
+        self.arrived += 1
+
+    def _processed(self) -> None:
+        self.processed += 1
+
+    def read(self, size: int = READ_BYTES) -> tuple[int, int]:
+        """One read of `size` bytes of whole messages; (arrived, processed) after it."""
+        read_messages(self.ib.client, frame(["1", "a" * (size - 7)]))  # size bytes
+        return self.arrived, self.processed
+
+
+@pytest.fixture
+def reports(monkeypatch: pytest.MonkeyPatch) -> Iterator[Reports]:
+    now = [0.0]
+    monkeypatch.setattr(framing, "_clock", lambda: now[0])
+    made = Reports()
+    made.now = now  # type: ignore[attr-defined]
+    yield made
+    made.transport.close()
+
+
+def test_behind_the_ticker_report_waits_for_the_end_of_the_catch_up_batch(
+    reports: Reports,
+) -> None:
+    """While full reads leave more than CATCH_UP_BYTES unread, ib_async's per-read ticker
+    report (one Tick per changed symbol) is made once, when the reader is no longer behind;
+    tickers keep what changed since the batch began (no second tcpDataArrived)."""
+    assert reports.read() == (1, 1)  # keeping up: one report per read
+    reports.transport.set_unread(CATCH_UP_BYTES + 1)
+    assert reports.read() == (2, 1)
+    assert reports.read() == (2, 1)
+    assert reports.read() == (2, 1)
+    reports.transport.set_unread(CATCH_UP_BYTES)  # not more than the threshold: caught up
+    assert reports.read() == (2, 2)
+    assert reports.read() == (3, 3)
+    stats = read_stats(reports.ib)
+    assert (stats.reads, stats.catch_up_batches, stats.reads_conflated) == (6, 1, 3)
+
+
+def test_a_read_that_did_not_fill_its_buffer_ends_the_batch(reports: Reports) -> None:
+    """A short read took all there was when it was made: the reader has caught up."""
+    reports.transport.set_unread(10 * CATCH_UP_BYTES)
+    assert reports.read() == (1, 0)
+    assert reports.read(READ_BYTES - 100) == (1, 1)
+
+
+def test_a_batch_reports_at_least_every_catch_up_seconds(reports: Reports) -> None:
+    """A backlog that lasts: strategies still get the latest prices every CATCH_UP_SECONDS."""
+    now = reports.now  # type: ignore[attr-defined]
+    reports.transport.set_unread(10 * CATCH_UP_BYTES)
+    assert reports.read() == (1, 0)
+    now[0] = CATCH_UP_SECONDS * 0.99
+    assert reports.read() == (1, 0)
+    now[0] = CATCH_UP_SECONDS
+    assert reports.read() == (1, 1)  # reported; still behind
+    now[0] = CATCH_UP_SECONDS * 1.5
+    assert reports.read() == (2, 1)  # the next batch
+    stats = read_stats(reports.ib)
+    assert (stats.catch_up_batches, stats.reads_conflated) == (2, 3)
+
+
+def test_a_reset_ends_the_batch(reports: Reports) -> None:
+    """A connection reset mid-batch: the next socket's first read starts afresh."""
+    reports.transport.set_unread(10 * CATCH_UP_BYTES)
+    assert reports.read() == (1, 0)
+    client = reports.ib.client
+    client.decoder.interpret = lambda fields: client.reset()  # type: ignore[method-assign]
+    reports.read()
+    client.decoder.interpret = lambda fields: None  # type: ignore[method-assign]
+    client._serverVersion, client._apiReady = 176, True
+    client.conn.transport = reports.transport
+    reports.transport.set_unread(0)
+    assert reports.read() == (2, 1)  # a fresh start: tcpDataArrived again
+
+
+def test_a_new_connection_ends_the_batch(reports: Reports) -> None:
+    """A socket dropped mid-backlog: the next connection's first read starts afresh."""
+    reports.transport.set_unread(10 * CATCH_UP_BYTES)
+    assert reports.read() == (1, 0)
+    reports.ib.client.conn.connection_made(reports.transport)
+    assert reports.transport.max_size == READ_BYTES
+    reports.transport.set_unread(0)
+    assert reports.read() == (2, 1)
 
 
 class Recording:

@@ -12,11 +12,13 @@ import pytest
 from ib_async import IB, Stock
 from structlog.testing import capture_logs
 
+from broker.framing import CATCH_UP_BYTES
 from config import IBSettings, InstrumentSetting
 from event_bus import Channels, InMemoryEventBus, RedisEventBus
 from ibsim import SimConfig, Simulator
 from main import freeze_once_subscribed
 from market_data.bars import bar_id
+from market_data.convert import tick_from_ticker
 from market_data.model import Bar, InstrumentUnavailable, MarketDataResubscribed, Tick
 from market_data.service import build_market_data
 from tests.helpers import eventually
@@ -245,3 +247,58 @@ async def test_falling_behind_is_said_once_and_so_is_catching_up(
     said = [line["event"] for line in logs]
     assert said.count("market_data_falling_behind") == 1
     assert said.count("market_data_caught_up") == 1
+
+
+QUOTE = ("bid", "bid_size", "ask", "ask_size", "last", "last_size", "volume")
+
+
+async def test_a_backlog_is_conflated_to_the_latest_quote_per_symbol(
+    make_service: ServiceFactory, bus: InMemoryEventBus, sim: Simulator
+) -> None:
+    """IB's data left unread past CATCH_UP_BYTES is read as a catch-up batch: fewer Ticks than
+    reads, counted in status, and each symbol's last Tick is its latest quote."""
+    service = make_service()
+    await service.start()
+    await data_flowing(bus, 0, timeout=10)
+    connection = service.connection
+    transport = connection.ib.client.conn.transport
+    transport.pause_reading()
+    try:
+        await eventually(
+            lambda: (connection.unread_bytes() or 0) > 4 * CATCH_UP_BYTES,
+            timeout=10,
+            message="a backlog of IB data",
+        )
+        sim.faults.market_data_outages += 1  # the quotes stop: the backlog is all there is
+    finally:
+        transport.resume_reading()
+    try:
+        stats = connection.read_stats()  # live figures
+        reads_before, conflated_before = stats.reads, stats.reads_conflated
+        published_before = len(bus.published)
+        await eventually(lambda: connection.unread_bytes() == 0, timeout=10, message="read")
+        assert stats.catch_up_batches >= 1 and stats.reads_conflated > conflated_before
+        assert service.status()["ib_reads_conflated"] == str(stats.reads_conflated)
+        tickers = {
+            service.subscriptions.by_con_id[t.contract.conId].name: t
+            for t in connection.ib.tickers()
+            if t.contract is not None and t.contract.conId in service.subscriptions.by_con_id
+        }
+        assert set(tickers) == set(SYMBOLS)
+        latest = {
+            symbol: tuple(getattr(tick_from_ticker(symbol, ticker), f) for f in QUOTE)
+            for symbol, ticker in tickers.items()
+        }
+
+        def last_ticks() -> dict[str, tuple[Any, ...]]:
+            ticks = of_type(bus.published, Tick)
+            return {tick.symbol: tuple(getattr(tick, f) for f in QUOTE) for tick in ticks}
+
+        await eventually(lambda: last_ticks() == latest, timeout=10, message="latest quotes out")
+        reads = stats.reads - reads_before
+        reported = reads - (stats.reads_conflated - conflated_before)
+        ticks = len(of_type(bus.published[published_before:], Tick))
+        # a Tick per symbol at most per reported read, where every read would make up to one
+        assert 0 < ticks <= len(SYMBOLS) * reported < len(SYMBOLS) * reads
+    finally:
+        sim.faults.market_data_outages -= 1
