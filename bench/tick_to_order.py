@@ -56,7 +56,7 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any, ClassVar
 
@@ -67,6 +67,7 @@ from pydantic import SecretStr
 
 from bench.storage_ingest import redis_server
 from broker import framing
+from broker.framing import ReadStats
 from config import Settings, load_settings
 from event_bus import Channels, Event, RedisEventBus
 from ibsim import SimConfig, Simulator
@@ -322,8 +323,14 @@ class Harness:
 
     def unread_bytes(self) -> int:
         """`IBConnection.unread_bytes` of market data's connection (0 when it is down)."""
-        module = next(m for m in self.daemon.modules if m.name == "market_data")
-        return module.connection.unread_bytes() or 0
+        return self._market_data().connection.unread_bytes() or 0
+
+    def read_stats(self) -> ReadStats:
+        """Market data's reads of the IB socket, and those it conflated."""
+        return replace(self._market_data().connection.read_stats())  # a copy: the live one moves
+
+    def _market_data(self) -> Any:
+        return next(m for m in self.daemon.modules if m.name == "market_data")
 
     async def stop(self) -> None:
         await self.daemon.stop()
@@ -367,6 +374,8 @@ class Sample:
     sim_cpu: float
     sim_buffered: int
     unread: int
+    reads: int  # of the IB socket, since the daemon started
+    reads_conflated: int
     backlog: int
     ticks_seen: int
     daemon_cpu: float
@@ -384,12 +393,15 @@ async def sample(harness: Harness, sim: SimProcess) -> Sample:
     sent, _, buffered, sim_cpu = await sim.sample()
     me = psutil.Process()
     cpu = me.cpu_times()
+    reads = harness.read_stats()
     return Sample(
         time.perf_counter(),
         sent,
         sim_cpu,
         buffered,
         harness.unread_bytes(),
+        reads.reads,
+        reads.reads_conflated,
         harness.backlog(),
         harness.strategy.ticks_seen,
         cpu.user + cpu.system,
@@ -505,6 +517,8 @@ class Result:
     unread_last: float
     dropped: int
     conflated: int
+    reads: int
+    reads_conflated: int
     rejected: int
     startup: float
     gc_pauses: str = ""
@@ -620,6 +634,8 @@ async def run_rate(
         unread_last=unread_last,
         dropped=sum(stats.dropped.values()),
         conflated=sum(stats.conflated.values()),
+        reads=last.reads - first.reads,
+        reads_conflated=last.reads_conflated - first.reads_conflated,
         rejected=rejected,
         startup=startup,
         gc_pauses=collections.summary(),
@@ -757,7 +773,7 @@ def report(result: Result) -> None:
         f"{r.backlog_first:,.0f} -> {r.backlog_last:,.0f} events; simulator socket buffer "
         f"{r.buffered_first:,.0f} -> {r.buffered_last:,.0f} bytes, unread by the daemon "
         f"{r.unread_first:,.0f} -> {r.unread_last:,.0f} bytes; bus dropped {r.dropped}, "
-        f"conflated {r.conflated}"
+        f"conflated {r.conflated}; IB socket reads {r.reads:,}, conflated {r.reads_conflated:,}"
     )
     print(f"    garbage collections while measured (after `freeze_start_up`): {r.gc_pauses}")
     if r.profile:
