@@ -60,6 +60,7 @@ class ScaleResult:
     buffered_last: float
     dropped: int
     conflated: int
+    reads_conflated: int  # of the IB socket, since start-up (market data's catch-up batches)
 
     @property
     def keeps_up(self) -> bool:
@@ -97,6 +98,7 @@ async def measure(
         await asyncio.sleep(seconds)
         sampler.cancel()
         stats = harness.bus.stats
+        reads = harness.read_stats()
     finally:
         await stop_both(sim, harness)
     first, last = samples[0], samples[-1]
@@ -119,6 +121,7 @@ async def measure(
         buffered_last=buffered[1],
         dropped=sum(stats.dropped.values()),
         conflated=sum(stats.conflated.values()),
+        reads_conflated=reads.reads_conflated,
     )
 
 
@@ -168,7 +171,8 @@ def report(r: ScaleResult) -> None:
     print(
         f"         backlog {r.backlog_first:,.0f} -> {r.backlog_last:,.0f} events, simulator "
         f"socket buffer {r.buffered_first:,.0f} -> {r.buffered_last:,.0f} bytes, dropped "
-        f"{r.dropped}, conflated {r.conflated}: {'keeps up' if r.keeps_up else 'FALLS BEHIND'}"
+        f"{r.dropped}, conflated {r.conflated}: {'keeps up' if r.keeps_up else 'FALLS BEHIND'}; "
+        f"IB socket reads conflated since start-up {r.reads_conflated:,}"
     )
 
 
