@@ -325,8 +325,9 @@ class ExecutionService:
 
         The signal's own checks come first (a malformed or expired signal is claimed as
         rejected). The risk checks against the book run while the claim is on its way to Redis
-        (~50 us of work that would otherwise wait before the round trip); a signal they refuse
-        was claimed as placing and its record is overwritten as rejected, before any order."""
+        (~50 us that Redis, on another CPU, spends answering meanwhile; BENCHMARKS.md); a signal
+        they refuse was claimed as placing and its record is overwritten as rejected, before any
+        order."""
         known = self._at_broker.get(signal.id)
         if known is not None:
             self._decided[signal.id] = f"found at broker: {known}"
