@@ -169,6 +169,7 @@ class Reports:
         client._tcpDataProcessed = self._processed
         self.transport = Backlog()
         client.conn.transport = self.transport
+        self.now = 0.0  # the reader's clock
 
     def _arrived(self) -> None:
         self.arrived += 1
@@ -184,10 +185,8 @@ class Reports:
 
 @pytest.fixture
 def reports(monkeypatch: pytest.MonkeyPatch) -> Iterator[Reports]:
-    now = [0.0]
-    monkeypatch.setattr(framing, "_clock", lambda: now[0])
     made = Reports()
-    made.now = now  # type: ignore[attr-defined]
+    monkeypatch.setattr(framing, "_clock", lambda: made.now)
     yield made
     made.transport.close()
 
@@ -219,14 +218,13 @@ def test_a_read_that_did_not_fill_its_buffer_ends_the_batch(reports: Reports) ->
 
 def test_a_batch_reports_at_least_every_catch_up_seconds(reports: Reports) -> None:
     """A backlog that lasts: strategies still get the latest prices every CATCH_UP_SECONDS."""
-    now = reports.now  # type: ignore[attr-defined]
     reports.transport.set_unread(10 * CATCH_UP_BYTES)
     assert reports.read() == (1, 0)
-    now[0] = CATCH_UP_SECONDS * 0.99
+    reports.now = CATCH_UP_SECONDS * 0.99
     assert reports.read() == (1, 0)
-    now[0] = CATCH_UP_SECONDS
+    reports.now = CATCH_UP_SECONDS
     assert reports.read() == (1, 1)  # reported; still behind
-    now[0] = CATCH_UP_SECONDS * 1.5
+    reports.now = CATCH_UP_SECONDS * 1.5
     assert reports.read() == (2, 1)  # the next batch
     stats = read_stats(reports.ib)
     assert (stats.catch_up_batches, stats.reads_conflated) == (2, 3)
