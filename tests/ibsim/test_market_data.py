@@ -160,3 +160,42 @@ async def test_paced_quotes_spread_over_the_step() -> None:
             span_ms = (quotes[-1][1] - quotes[0][1]) / 1e6
             assert span_ms >= 50, span_ms  # ten slices 10 ms apart over a 100 ms step
         ib.disconnect()
+
+
+async def test_paced_step_moves_each_symbol_when_its_quote_is_written() -> None:
+    """paced_quotes: a symbol moves when its quote goes out, not all at the start of the step
+    (which held the loop ~3 us per symbol), and stays on the seeded path; a symbol streamed for
+    bars only still moves every step."""
+    config = SimConfig(
+        port=0,
+        symbols=("AAPL",),
+        synthetic_symbols=10,
+        speed=10.0,
+        tick_interval=0.5,
+        paced_quotes=True,
+    )
+    async with Simulator(config) as sim:
+        quoted = [name for name in config.universe() if name != "AAPL"]
+        behind: list[bool] = []  # per quote: was some quoted symbol still a step behind it?
+
+        def listener(symbol: str, last: float, _sent_ns: int) -> None:
+            step = sim.instruments[symbol].step
+            behind.append(any(sim.instruments[name].step < step for name in quoted))
+            path = Simulator(config).instruments[symbol]
+            path.advance_to(step)
+            assert last == path.last, symbol  # the same price as an unpaced walk
+
+        sim.tick_listener = listener
+        ib = await connect_ib_to(sim.port)
+        contracts = [Stock(name, "SMART", "USD") for name in config.universe()]
+        await ib.qualifyContractsAsync(*contracts)
+        for contract in contracts[1:]:
+            ib.reqMktData(contract)
+        bars: RealTimeBarList = ib.reqRealTimeBars(contracts[0], 5, "TRADES", False)
+        steps_before = sim.instruments["AAPL"].step
+        await eventually(lambda: len(behind) >= 30)
+        assert any(behind)
+        await eventually(lambda: sim.instruments["AAPL"].step >= steps_before + 3)
+        await eventually(lambda: len(bars) >= 1)
+        assert bars[-1].count > 0
+        ib.disconnect()
