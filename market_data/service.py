@@ -249,11 +249,24 @@ class MarketDataService:
         interval = min(self._limits.values()) / 4 if self._limits else 2.5
         while True:
             await asyncio.sleep(interval)
-            self.check_falling_behind()
-            if self._limits and self.connection.ready_to_trade and not self._throttled:
-                self.check_staleness(time.monotonic())
+            self.watch(time.monotonic())
 
-    def check_falling_behind(self) -> None:
+    def watch(self, now: float) -> None:
+        """One look of the watchdog: IB's data piling up unread, then streams silent too long.
+
+        While IB's data waits unread, a stream's silence is this process's, not IB's: no stream
+        is called stale then (at 5,000 instruments a start-up backlog had thousands requested
+        again, adding to the load), and once caught up, silence counts from then."""
+        self.check_falling_behind(now)
+        if (
+            self._limits
+            and self.connection.ready_to_trade
+            and not self._throttled
+            and not self.falling_behind
+        ):
+            self.check_staleness(now)
+
+    def check_falling_behind(self, now: float) -> None:
         """Say when IB's data piles up unread (this process is short of CPU: strategies see
         old prices), and when it is read again in time."""
         unread = self.connection.unread_bytes()
@@ -268,6 +281,7 @@ class MarketDataService:
             )
         elif self.falling_behind and unread < self.falling_behind_bytes // 2:
             self.falling_behind = False
+            self.subscriptions.restart_clocks(now)
             log.info("market_data_caught_up", unread_bytes=unread)
 
     def _on_throttle_start(self) -> None:

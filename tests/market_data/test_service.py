@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import time
 from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any, cast
@@ -19,7 +20,13 @@ from ibsim import SimConfig, Simulator
 from main import freeze_once_subscribed
 from market_data.bars import bar_id
 from market_data.convert import tick_from_ticker
-from market_data.model import Bar, InstrumentUnavailable, MarketDataResubscribed, Tick
+from market_data.model import (
+    Bar,
+    InstrumentUnavailable,
+    MarketDataResubscribed,
+    MarketDataStale,
+    Tick,
+)
 from market_data.service import build_market_data
 from tests.helpers import eventually
 from tests.market_data.conftest import (
@@ -233,7 +240,7 @@ async def test_falling_behind_is_said_once_and_so_is_catching_up(
     transport = service.connection.ib.client.conn.transport
 
     def behind() -> bool:
-        service.check_falling_behind()
+        service.check_falling_behind(time.monotonic())
         return service.falling_behind
 
     with capture_logs() as logs:
@@ -247,6 +254,49 @@ async def test_falling_behind_is_said_once_and_so_is_catching_up(
     said = [line["event"] for line in logs]
     assert said.count("market_data_falling_behind") == 1
     assert said.count("market_data_caught_up") == 1
+
+
+async def test_no_stream_is_called_stale_while_ibs_data_waits_unread(
+    make_service: ServiceFactory, bus: InMemoryEventBus
+) -> None:
+    """Behind on IB's socket, the silence is the daemon's own: the watchdog calls no stream
+    stale; caught up, silence counts from then, and a stream silent past its limit after that
+    is called stale again. (Times are the watchdog's `now`, given: no waiting.)"""
+    limit = 100.0  # for ticks, 1,000 x 0.1 s: the service's own watchdog looks every 25 s
+    service = make_service(stale_after_factor=1_000.0, expected_tick_interval_seconds=0.1)
+    await service.start()
+    await data_flowing(bus, 0, timeout=10)
+    service.falling_behind_bytes = 2_000
+    transport = service.connection.ib.client.conn.transport
+    late = time.monotonic() + limit + 1  # every stream has been silent past its limit
+
+    def behind() -> bool:
+        service.check_falling_behind(late)
+        return service.falling_behind
+
+    def called_stale(now: float) -> list[tuple[str, str]]:
+        with capture_logs() as logs:
+            service.watch(now)
+        return [
+            (line["symbol"], line["stream"])
+            for line in logs
+            if line["event"] == "market_data_stale"
+        ]
+
+    transport.pause_reading()
+    try:
+        await eventually(behind, timeout=10, message="IB's data piles up unread")
+        assert called_stale(late) == []
+    finally:
+        transport.resume_reading()
+    await eventually(lambda: not behind(), timeout=10, message="read again in time")
+    assert called_stale(late + limit / 2) == []
+    assert sorted(called_stale(late + limit + 1)) == [(s, "ticks") for s in sorted(SYMBOLS)]
+    await eventually(
+        lambda: len(of_type(bus.published, MarketDataStale)) == len(SYMBOLS),
+        timeout=5,
+        message="MarketDataStale published for each",
+    )
 
 
 QUOTE = ("bid", "bid_size", "ask", "ask_size", "last", "last_size", "volume")
