@@ -120,7 +120,8 @@ class ExecutionService:
         # session (hundreds of thousands after a busy day) on each signal
         self._working: dict[int, Trade] = {}
         self._our_refs: set[str] = set()  # orderRefs of orders this daemon placed (any process)
-        self._placed: dict[str, tuple[int, str]] = {}  # signal id -> (IB order id, symbol) sent
+        # signal id -> (IB order id, symbol) of each order sent that the broker has not answered
+        self._placed: dict[str, tuple[int, str]] = {}
         self._published: dict[str, tuple[OrderStatus, float]] = {}  # order key -> (status, filled)
         self._acknowledged: set[str] = set()  # order keys IB has acknowledged
         self._marks: dict[str, float] = {}  # symbol -> last price (ticks, else fills)
@@ -634,6 +635,10 @@ class ExecutionService:
         status = order_status(
             facts.ib_status, facts.filled, facts.error_code, key in self._acknowledged
         )
+        if status not in (None, "pending_submit"):
+            # The broker answered for it: its fate is no longer in doubt, even once the broker
+            # stops reporting it (a finished order, after the daily restart)
+            self._placed.pop(facts.order_ref, None)
         if status is None or self._published.get(key) == (status, facts.filled):
             return
         if status not in ("pending_submit", "rejected"):

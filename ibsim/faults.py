@@ -21,6 +21,7 @@ class FaultState:
 
     pacing_violations_left: int = 0
     drop_socket_on_next_order: bool = False
+    lose_next_order: bool = False
     market_data_outages: int = 0  # farm blips and connectivity losses in progress
 
     @property
@@ -38,6 +39,12 @@ class FaultState:
         """True once after drop_socket_on_next_order was armed."""
         armed = self.drop_socket_on_next_order
         self.drop_socket_on_next_order = False
+        return armed
+
+    def take_lost_order(self) -> bool:
+        """True once after lose_next_order was armed."""
+        armed = self.lose_next_order
+        self.lose_next_order = False
         return armed
 
 

@@ -142,6 +142,11 @@ class Broker:
         # storage keys fills by them, so a simulator started again must not repeat its last run's
         self._exec_id_prefix = os.urandom(4).hex()
 
+    def start_day(self) -> None:
+        """Forget the executions and the finished orders: only the working ones carry over."""
+        self.orders = dict(self._working)
+        self.executions = []
+
     def new_perm_id(self) -> int:
         self._next_perm_id += 1
         return self._next_perm_id - 1

@@ -295,6 +295,10 @@ class Simulator:
         received = _received(request, session.client_id or 0, session.data_arrived_ns)
         self.orders_received.append(received)
         log.info("order_received", order_id=received.order_id, client_id=received.client_id)
+        if self.faults.take_lost_order():
+            log.warning("fault_order_lost", order_id=received.order_id)
+            session.abort()
+            return
         existing = self.broker.orders.get((received.client_id, received.order_id))
         if existing is not None and not existing.is_active:
             session.send_error(received.order_id, 103, "Duplicate order id")
@@ -508,6 +512,18 @@ class Simulator:
                 session.live_histories.clear()
         log.info("fault_market_data_restored", code=code)
         self.send_error(code)
+
+    def lose_next_order(self) -> None:
+        """Drop the socket of the next placeOrder before the order reaches the broker: the
+        client sent it, and the broker never knows it."""
+        self.faults.lose_next_order = True
+
+    def new_trading_day(self) -> None:
+        """What IB reports after its daily restart: executions and finished orders of the day
+        before are gone (reqExecutions and reqCompletedOrders cover the current day); working
+        orders, positions and cash stay. Clients connected now keep what they were told."""
+        log.warning("fault_new_trading_day")
+        self.broker.start_day()
 
     def drop_socket_on_next_order(self) -> None:
         """Accept the next placeOrder, then abort its socket before acknowledging it."""

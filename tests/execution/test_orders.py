@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from ib_async import IB
 
+from broker.model import ConnectivityChanged
 from execution.model import Fill, OrderUpdate, RiskRejection
 from execution.state import MemoryExecutionState
 from ibsim import SimConfig, Simulator
@@ -126,6 +127,64 @@ async def test_signal_redelivered_after_kill_between_place_and_ack_is_one_order(
     assert [(u.signal_id, u.status, u.filled) for u in second.events(OrderUpdate)] == [
         (signal.id, "filled", 10.0)
     ]
+
+
+def in_doubt(running: Running) -> list[str]:
+    return [r.signal_id for r in running.events(RiskRejection) if r.rule == "in_doubt"]
+
+
+async def reconnected(running: Running, sim: Simulator) -> None:
+    """Drop the execution's socket; return once it has connected again and reconciled."""
+
+    def connections() -> int:
+        return sum(e.state == "connected" for e in running.events(ConnectivityChanged))
+
+    before = connections()
+    sim.drop_all_clients()
+    await eventually(lambda: connections() > before and running.service.ready, timeout=10)
+    await running.settle()
+
+
+async def test_an_order_the_broker_never_got_is_reported_in_doubt_and_never_resent(
+    make_service: Any, sim: Simulator
+) -> None:
+    """Sent, and the connection dropped before the order reached the broker: once connected
+    again, the broker does not know it, so it is reported in doubt (rule in_doubt), and neither
+    it nor its signal handed over again is sent a second time."""
+    running: Running = await make_service()
+    await running.mark("AAPL", 190.0)
+    sim.lose_next_order()
+    signal = buy(10)
+    await running.publish(signal)
+    await eventually(lambda: in_doubt(running) == [signal.id], timeout=10)
+    await running.publish(signal)
+    await running.settle()
+    await barrier(running.service.ib)
+    assert [order.order_ref for order in sim.orders_received] == [signal.id]
+    assert sim.executions == []
+
+
+async def test_orders_of_the_day_before_are_not_in_doubt_after_the_daily_restart(
+    make_service: Any, sim: Simulator
+) -> None:
+    """After IB's daily restart, the broker no longer reports yesterday's finished orders. One
+    it acknowledged and filled had a known fate: it is not reported in doubt then, nor is an
+    order placed since."""
+    running: Running = await make_service()
+    await running.mark("AAPL", 190.0)
+    signal = buy(10)
+    await running.publish(signal)
+    await eventually(lambda: filled_with_commissions(running, signal.id, 10))
+    await reconnected(running, sim)  # the same day: the broker still reports it
+    sim.new_trading_day()
+    await reconnected(running, sim)
+    later = buy(5)
+    await running.publish(later)
+    await eventually(lambda: filled_with_commissions(running, later.id, 5))
+    sim.new_trading_day()
+    await reconnected(running, sim)
+    assert in_doubt(running) == []
+    assert [order.order_ref for order in sim.orders_received] == [signal.id, later.id]
 
 
 async def test_partial_fills_add_up(make_service: Any, sim: Simulator) -> None:
