@@ -250,10 +250,9 @@ def send_open_orders(sim: Simulator, session: ClientSession, orders: list[SimOrd
 
 
 def req_completed_orders(sim: Simulator, session: ClientSession, request: Request) -> None:
-    for order in sim.broker.orders.values():
-        if not order.is_active:
-            fields = payloads.order_fields(order, sim.instruments[order.symbol])
-            session.send("completed_order", fields)
+    for order in sim.broker.todays_finished_orders():
+        fields = payloads.order_fields(order, sim.instruments[order.symbol])
+        session.send("completed_order", fields)
     session.send("completed_orders_end", {})
 
 
@@ -261,7 +260,7 @@ def req_executions(sim: Simulator, session: ClientSession, request: Request) -> 
     req_id = request.integer("reqId")
     client_id = request.integer("clientId")
     account, symbol, side = request.text("account"), request.text("symbol"), request.text("side")
-    for execution in sim.broker.executions:
+    for execution in sim.broker.todays_executions():
         if (
             (client_id and execution.client_id != client_id)
             or (account and execution.account != account)

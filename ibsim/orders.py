@@ -133,7 +133,11 @@ class Broker:
         self._config = config
         self.orders: dict[tuple[int, int], SimOrder] = {}  # (clientId, orderId) -> order
         self._working: dict[tuple[int, int], SimOrder] = {}  # the active subset of `orders`
-        self.executions: list[Execution] = []
+        self.executions: list[Execution] = []  # every execution since start
+        # what IB still reports after its daily restart: this trading day's orders (and those
+        # still working from before), and the executions from `_day_start` on
+        self._today: dict[tuple[int, int], SimOrder] = {}
+        self._day_start = 0
         self.accounts = {name: Account(config.initial_cash) for name in config.accounts}
         self.next_order_id = config.first_order_id
         self._next_perm_id = 1_000_001
@@ -143,9 +147,16 @@ class Broker:
         self._exec_id_prefix = os.urandom(4).hex()
 
     def start_day(self) -> None:
-        """Forget the executions and the finished orders: only the working ones carry over."""
-        self.orders = dict(self._working)
-        self.executions = []
+        """A new trading day: what finished and executed before is no longer reported (it
+        stays in `orders` and `executions`, the simulator's own history)."""
+        self._today = dict(self._working)
+        self._day_start = len(self.executions)
+
+    def todays_finished_orders(self) -> list[SimOrder]:
+        return [order for order in self._today.values() if not order.is_active]
+
+    def todays_executions(self) -> list[Execution]:
+        return self.executions[self._day_start :]
 
     def new_perm_id(self) -> int:
         self._next_perm_id += 1
@@ -153,7 +164,7 @@ class Broker:
 
     def add(self, order: SimOrder) -> None:
         key = (order.client_id, order.order_id)
-        self.orders[key] = self._working[key] = order
+        self.orders[key] = self._working[key] = self._today[key] = order
         self.next_order_id = max(self.next_order_id, order.order_id + 1)
 
     def cancel(self, order: SimOrder) -> None:

@@ -520,8 +520,10 @@ class Simulator:
 
     def new_trading_day(self) -> None:
         """What IB reports after its daily restart: executions and finished orders of the day
-        before are gone (reqExecutions and reqCompletedOrders cover the current day); working
-        orders, positions and cash stay. Clients connected now keep what they were told."""
+        before are no longer reported (reqExecutions and reqCompletedOrders cover the current
+        day); working orders, positions and cash stay, and so do `executions` and
+        `broker.orders`, the simulator's history. Clients connected now keep what they were
+        told."""
         log.warning("fault_new_trading_day")
         self.broker.start_day()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from ib_async import IB, MarketOrder, Stock
+from ib_async import IB, LimitOrder, MarketOrder, Stock
 
 from ibsim import Simulator
 from tests.fixtures.ibsim import ConnectIB, connect_ib_to
@@ -90,6 +90,44 @@ async def test_drop_socket_on_next_order(connect_ib: ConnectIB, sim: Simulator) 
     assert second.fills()[0].execution.orderRef == "lost-ack"
     completed = await second.reqCompletedOrdersAsync(apiOnly=True)
     assert [(t.order.orderRef, t.orderStatus.status) for t in completed] == [("lost-ack", "Filled")]
+
+
+async def test_lose_next_order(connect_ib: ConnectIB, sim: Simulator) -> None:
+    """The socket drops with the order: received, never at the broker, so a reconnected
+    client finds neither an order nor an execution for it."""
+    first = await connect_ib(1)
+    [contract] = await first.qualifyContractsAsync(Stock("AAPL", "SMART", "USD"))
+    sim.lose_next_order()
+    first.placeOrder(contract, MarketOrder("BUY", 10, orderRef="lost"))
+    await eventually(lambda: not first.isConnected())
+    assert [order.order_ref for order in sim.orders_received] == ["lost"]
+    assert sim.broker.orders == {}
+    second = await connect_ib(1)
+    assert await second.reqCompletedOrdersAsync(apiOnly=True) == []
+    assert await second.reqExecutionsAsync() == []
+
+
+async def test_new_trading_day_reports_only_todays_orders_and_executions(
+    connect_ib: ConnectIB, sim: Simulator
+) -> None:
+    """After the daily restart a client is told of today's executions and finished orders and
+    of every working order; the simulator's own history keeps yesterday's."""
+    first = await connect_ib(1)
+    [contract] = await first.qualifyContractsAsync(Stock("AAPL", "SMART", "USD"))
+    first.placeOrder(contract, MarketOrder("BUY", 10, orderRef="yesterday-filled"))
+    first.placeOrder(contract, LimitOrder("BUY", 10, 1.0, orderRef="still-working"))
+    await eventually(lambda: len(sim.executions) == 1)
+    sim.new_trading_day()
+    first.placeOrder(contract, MarketOrder("SELL", 10, orderRef="today-filled"))
+    await eventually(lambda: len(sim.executions) == 2)
+    sim.drop_all_clients()
+
+    second = await connect_ib(1)
+    completed = await second.reqCompletedOrdersAsync(apiOnly=True)
+    assert [t.order.orderRef for t in completed] == ["today-filled"]
+    assert [f.execution.orderRef for f in await second.reqExecutionsAsync()] == ["today-filled"]
+    assert [t.order.orderRef for t in await second.reqAllOpenOrdersAsync()] == ["still-working"]
+    assert [e.order_ref for e in sim.executions] == ["yesterday-filled", "today-filled"]
 
 
 async def test_pacing_violations_on_historical_requests(ib: IB, sim: Simulator) -> None:
