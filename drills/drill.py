@@ -26,7 +26,7 @@ from drills.monitor import BusWatcher, MemorySampler
 from drills.services import DaemonProcess, DrillRedis
 from event_bus import CONNECTION_ERRORS, Channels
 from ibsim import SimConfig, Simulator
-from storage.queries import positions, todays_fills, todays_orders
+from storage.queries import positions, risk_rejections, todays_fills, todays_orders
 
 log = structlog.get_logger()
 
@@ -279,10 +279,7 @@ class Drill:
         timeout = self.config.settle_timeout_seconds
 
         def settled() -> bool:
-            if self.sim.broker.active_orders():
-                return False
-            stored = {fill.execution_id for fill in todays_fills(self.database_url)}
-            return {e.exec_id for e in self.sim.executions} <= stored
+            return not self.sim.broker.active_orders() and self.executions_stored()
 
         with contextlib.suppress(TimeoutError):
             await wait_for(settled, timeout, "settled")
@@ -295,6 +292,11 @@ class Drill:
         for process in (self.trader, self.storage):
             process.check_alive()
             self.figures.stop_exit_codes[process.name] = await process.stop()
+
+    def executions_stored(self) -> bool:
+        """Every execution the broker has made so far is a row in the database."""
+        stored = {fill.execution_id for fill in todays_fills(self.database_url)}
+        return {e.exec_id for e in self.sim.executions} <= stored
 
     def _heartbeat_positions_current(self) -> bool:
         reported = parse_positions(self.watcher.detail("execution").get("positions", ""))
@@ -323,6 +325,10 @@ class Drill:
             invariants.fills_exactly_once(self.sim.executions, fills),
             invariants.one_order_per_signal(self.sim.orders_received),
             invariants.order_states_match(sim_orders, orders),
+            invariants.in_doubt_only_if_unknown(
+                (ref for ref, _, _ in sim_orders),
+                [r.signal_id for r in risk_rejections(self.database_url, rule="in_doubt")],
+            ),
             invariants.positions_match(
                 self.figures.broker_positions_at_end, "fills table", stored_positions
             ),

@@ -72,6 +72,20 @@ def one_order_per_signal(orders_received: Sequence[OrderReceived]) -> Check:
     )
 
 
+def in_doubt_only_if_unknown(order_refs_at_broker: Iterable[str], in_doubt: Sequence[str]) -> Check:
+    """An order is reported in doubt (rule in_doubt) only if the broker never had it: the drills
+    lose no order, so every such report of an order the broker has is a false alarm."""
+    known = set(order_refs_at_broker)
+    false_alarms = sorted({signal_id for signal_id in in_doubt if signal_id in known})
+    return Check(
+        "no order the broker has reported in doubt",
+        not false_alarms,
+        f"{len(in_doubt)} in-doubt reports, {len(false_alarms)} of orders the broker has",
+        "0 of orders the broker has",
+        _listing(("at the broker", false_alarms)),
+    )
+
+
 def order_states_match(
     sim_orders: Iterable[tuple[str, str, float]], stored: Sequence[OrderUpdate]
 ) -> Check:

@@ -8,6 +8,7 @@ from storage.queries import (
     open_orders,
     positions,
     realized_pnl,
+    risk_rejections,
     todays_fills,
     todays_orders,
 )
@@ -27,6 +28,7 @@ __all__ = [
     "open_orders",
     "positions",
     "realized_pnl",
+    "risk_rejections",
     "schema_differences",
     "todays_fills",
     "todays_orders",

@@ -13,11 +13,11 @@ from typing import Any
 
 from sqlalchemy import Engine, RowMapping, Select, select
 
-from execution.model import Fill, OrderUpdate
+from execution.model import Fill, OrderUpdate, RiskRejection
 from market_data.model import Bar
 from storage.engine import engine_for
-from storage.models import BarRow, FillRow, OrderRow
-from storage.rows import bar_from_row, fill_from_row, order_from_latest_row
+from storage.models import BarRow, FillRow, OrderRow, SystemEventRow
+from storage.rows import bar_from_row, fill_from_row, order_from_latest_row, system_event_from_row
 
 OPEN_STATUSES = ("pending_submit", "submitted", "partially_filled")
 
@@ -93,6 +93,13 @@ def open_orders(url_or_engine: str | Engine) -> list[OrderUpdate]:
     """Orders not yet filled, cancelled or rejected, as their latest update, oldest first."""
     query = select(OrderRow).where(OrderRow.status.in_(OPEN_STATUSES)).order_by(OrderRow.created_at)
     return [order_from_latest_row(row) for row in _rows(url_or_engine, query)]
+
+
+def risk_rejections(url_or_engine: str | Engine, *, rule: str | None = None) -> list[RiskRejection]:
+    """Signals execution refused (all, or by `rule` only), oldest first."""
+    query = select(SystemEventRow).where(SystemEventRow.type == RiskRejection.__name__)
+    events = map(system_event_from_row, _rows(url_or_engine, query.order_by(SystemEventRow.ts)))
+    return [e for e in events if isinstance(e, RiskRejection) and rule in (None, e.rule)]
 
 
 def todays_fills(url_or_engine: str | Engine, *, now: datetime | None = None) -> list[Fill]:

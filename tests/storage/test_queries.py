@@ -9,7 +9,7 @@ from decimal import Decimal
 from sqlalchemy import Engine
 
 from event_bus import JournalEntry
-from execution.model import Fill, OrderUpdate
+from execution.model import Fill, OrderUpdate, RiskRejection
 from market_data.model import Bar
 from storage import (
     Position,
@@ -17,6 +17,7 @@ from storage import (
     open_orders,
     positions,
     realized_pnl,
+    risk_rejections,
     todays_fills,
     todays_orders,
 )
@@ -87,6 +88,24 @@ def test_todays_orders_fills_and_open_orders(engine: Engine) -> None:
     assert todays_orders(engine, now=T0) == [order, done]
     assert open_orders(engine) == [order]
     assert todays_fills(engine, now=T0 + timedelta(hours=1)) == [today_fill]
+
+
+def test_risk_rejections_all_or_by_rule(engine: Engine) -> None:
+    """Refused signals as events, oldest first; other system events are not among them."""
+    limit = RiskRejection(
+        ts=T0, symbol="AAPL", signal_id="sig-1", rule="max_order_quantity", reason="too big"
+    )
+    doubt = RiskRejection(
+        ts=T0 + timedelta(seconds=1),
+        symbol="MSFT",
+        signal_id="sig-2",
+        rule="in_doubt",
+        reason="unknown",
+    )
+    write(engine, [doubt, limit, FILLS[0]])
+    assert risk_rejections(engine) == [limit, doubt]
+    assert risk_rejections(engine, rule="in_doubt") == [doubt]
+    assert risk_rejections(engine, rule="halted") == []
 
 
 def test_load_bars_for_a_symbol_and_time_range(engine: Engine, database_url: str) -> None:
