@@ -29,6 +29,12 @@ from ib_async import IB
 from ib_async.client import Client
 from ib_async.decoder import Decoder
 
+try:  # POSIX only: elsewhere the unread figure is unknown
+    import fcntl
+    import termios
+except ImportError:
+    fcntl = termios = None  # type: ignore[assignment]
+
 _LENGTH = struct.Struct(">I")
 # About 40 quotes. At 20,000 ticks/s, 4 KiB gave the lowest p99 tick to order of 2, 4, 8 and 16
 # KiB (12-15 ms against 22-34 ms at 16 KiB; BENCHMARKS.md): a read is one uninterrupted callback.
@@ -82,15 +88,12 @@ def unread_bytes(transport: asyncio.BaseTransport | None) -> int | None:
     """Bytes the kernel holds unread for `transport`'s socket (FIONREAD); None when there is no
     open socket or the platform cannot tell."""
     sock = transport.get_extra_info("socket") if transport is not None else None
-    if sock is None or sock.fileno() < 0:
+    if sock is None or sock.fileno() < 0 or fcntl is None:
         return None
     unread = array.array("i", [0])
     try:
-        import fcntl  # POSIX only: elsewhere the figure is unknown
-        import termios
-
         fcntl.ioctl(sock.fileno(), termios.FIONREAD, unread)
-    except (ImportError, OSError):
+    except OSError:
         return None
     return unread[0]
 
