@@ -57,6 +57,11 @@ class FillDesk:
         execution is published again; storage keeps one row per execution id."""
         self._states.clear()
 
+    def forget_all_but(self, execution_ids: set[str]) -> None:
+        """Keep the publication state of these executions only (those the broker still reports):
+        an execution reported again after all is looked up in `ExecutionState`."""
+        self._states = {key: state for key, state in self._states.items() if key in execution_ids}
+
     def start(self) -> None:
         if self._worker is None:
             self._worker = asyncio.create_task(self._run(), name="execution:fills")

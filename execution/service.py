@@ -21,6 +21,7 @@ from config import ExecutionSettings, IBSettings
 from event_bus import CONNECTION_ERRORS, Channels, Codec, Event, EventRejected, utc_now
 from event_bus.system import ControlCommand
 from event_bus.tasks import cancel_and_wait
+from execution.decisions import Decisions
 from execution.fills import FillDesk
 from execution.guard import GuardRefused, port_warning, trading_account
 from execution.mapping import (
@@ -114,7 +115,7 @@ class ExecutionService:
             on_fill=self._on_fill_published,
         )
         self._lock = asyncio.Lock()  # one signal decided at a time, so risk sees every order
-        self._decided: dict[str, str] = {}  # signal id -> decision taken by this process
+        self._decided = Decisions(self.limits.signal_max_age)  # signal id -> our decision
         self._at_broker: dict[str, str] = {}  # orderRef -> the broker's order or execution
         # id -> every order not done yet, ours or not: ib.openTrades() walks every trade of the
         # session (hundreds of thousands after a busy day) on each signal
@@ -313,7 +314,7 @@ class ExecutionService:
         async with self._lock:
             if signal.id in self._decided or self._stopping:
                 return
-            self._decided[signal.id] = "deciding"  # the in-flight mark: taken before any await
+            self._decided.begin(signal, utc_now())  # the in-flight mark: before any await
             try:
                 await self._decide(signal)
             except Exception:
@@ -418,6 +419,7 @@ class ExecutionService:
             return
         self._rate.record(time.monotonic())
         self._decided[signal.id] = "placed"
+        self._our_refs.add(signal.id)  # known as ours after its decision is forgotten
         self._placed[signal.id] = (trade.order.orderId, signal.symbol)
         log.info(
             "order_placed",
@@ -627,11 +629,14 @@ class ExecutionService:
             return True
         return facts.order_ref in self._our_refs or facts.order_ref in self._decided
 
+    def _order_key(self, facts: TradeFacts) -> str:
+        return facts.order_ref if self._is_ours(facts) else f"external:{facts.perm_id or facts.key}"
+
     def _on_trade(self, trade: Trade) -> None:
         self._working[id(trade)] = trade  # dropped once done, when the book is next built
         facts = trade_facts(trade)
         self._note_at_broker(facts.order_ref, f"order {facts.order_id} {facts.ib_status}")
-        key = facts.order_ref if self._is_ours(facts) else f"external:{facts.perm_id or facts.key}"
+        key = self._order_key(facts)
         status = order_status(
             facts.ib_status, facts.filled, facts.error_code, key in self._acknowledged
         )
@@ -754,6 +759,7 @@ class ExecutionService:
         self._our_refs |= refs - {""}
 
     def _reconcile(self, ib: IB) -> None:
+        self._forget_unreported(ib)
         for trade in ib.trades():
             self._on_trade(trade)
         self._report_in_doubt(ib)
@@ -763,6 +769,20 @@ class ExecutionService:
             self._publish_positions(account)
         if self._halt is not None:
             self._cancel_working_orders()
+
+    def _forget_unreported(self, ib: IB) -> None:
+        """Shrink what is kept per order and per execution to what the broker reports on this
+        connection (after IB's daily restart: today's orders and executions). Nothing the broker
+        no longer reports can change or be reported again, so nothing is looked up for it; and
+        a daemon running for weeks does not grow by every order it ever saw."""
+        trades, fills = ib.trades(), ib.fills()
+        refs = {t.order.orderRef for t in trades} | {f.execution.orderRef for f in fills}
+        keys = {self._order_key(trade_facts(trade)) for trade in trades}
+        self._at_broker = {ref: seen for ref, seen in self._at_broker.items() if ref in refs}
+        self._our_refs &= refs
+        self._published = {key: last for key, last in self._published.items() if key in keys}
+        self._acknowledged &= keys
+        self.fills.forget_all_but({fill.execution.execId for fill in fills})
 
     def _report_in_doubt(self, ib: IB) -> None:
         """Orders sent by this process that the broker does not know after a reconnect."""

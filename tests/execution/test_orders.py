@@ -10,6 +10,7 @@ import pytest
 from ib_async import IB
 
 from broker.model import ConnectivityChanged
+from execution.decisions import KEPT_AFTER_EXPIRY
 from execution.model import Fill, OrderUpdate, RiskRejection
 from execution.state import MemoryExecutionState
 from ibsim import SimConfig, Simulator
@@ -185,6 +186,106 @@ async def test_orders_of_the_day_before_are_not_in_doubt_after_the_daily_restart
     await reconnected(running, sim)
     assert in_doubt(running) == []
     assert [order.order_ref for order in sim.orders_received] == [signal.id, later.id]
+
+
+def kept_per_order(running: Running) -> dict[str, set[str]]:
+    """What execution keeps per order and per execution (its private bookkeeping: the test is
+    that it stops growing)."""
+    service = running.service
+    return {
+        "at broker": set(service._at_broker),
+        "ours": set(service._our_refs),
+        "published": set(service._published),
+        "acknowledged": set(service._acknowledged),
+        "fill states": set(service.fills._states),
+    }
+
+
+async def test_what_is_kept_per_order_shrinks_to_todays_orders_at_the_daily_restart(
+    make_service: Any, sim: Simulator
+) -> None:
+    """A daemon running for weeks keeps, per order and per execution, only what the broker
+    still reports: after IB's daily restart, today's. The orders of the day before are gone
+    from it, and a copy of one of their signals still makes no second order."""
+    running: Running = await make_service()
+    await running.mark("AAPL", 190.0)
+    yesterday = [buy(10), buy(3)]
+    for signal in yesterday:
+        await running.publish(signal)
+        await eventually(lambda s=signal: filled_with_commissions(running, s.id, s.quantity))
+    executions = {execution.exec_id: execution.order_ref for execution in sim.executions}
+    everything = {signal.id for signal in yesterday}
+    await reconnected(running, sim)  # the same day: the broker still reports them
+    kept = kept_per_order(running)
+    assert {name: refs for name, refs in kept.items() if name != "fill states"} == {
+        "at broker": everything,
+        "ours": everything,
+        "published": everything,
+        "acknowledged": everything,
+    }
+    assert kept["fill states"] == set(executions)
+
+    sim.new_trading_day()
+    await reconnected(running, sim)
+    today = buy(5)
+    await running.publish(today)
+    await eventually(lambda: filled_with_commissions(running, today.id, 5))
+    todays_executions = {e.exec_id for e in sim.executions if e.order_ref == today.id}
+    kept = kept_per_order(running)
+    assert kept == {
+        "at broker": {today.id},
+        "ours": {today.id},
+        "published": {today.id},
+        "acknowledged": {today.id},
+        "fill states": todays_executions,
+    }
+    await running.publish(yesterday[0])
+    await running.settle()
+    await barrier(running.service.ib)
+    assert [order.order_ref for order in sim.orders_received] == [
+        *(signal.id for signal in yesterday),
+        today.id,
+    ]
+
+
+async def test_a_decision_is_forgotten_only_when_a_copy_would_be_refused_as_expired(
+    make_service: Any, sim: Simulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Execution forgets its decision on a signal an hour after the signal expired (a daemon
+    running for weeks does not keep every signal id). A copy arriving later is refused as
+    expired, even with every other record of it gone: the broker's (a new trading day) and the
+    durable claim (Redis lost its data). No second order."""
+    state = MemoryExecutionState()
+    running: Running = await make_service(state=state)
+    await running.mark("AAPL", 190.0)
+    signal = buy(10)
+    await running.publish(signal)
+    await eventually(lambda: filled_with_commissions(running, signal.id, 10))
+    sim.new_trading_day()
+    await reconnected(running, sim)
+    state.decisions.clear()  # Redis lost its data: only the process's own memory is left
+
+    def clock_at(now: datetime) -> None:
+        monkeypatch.setattr("execution.service.utc_now", lambda: now)
+
+    expired = signal.ts + timedelta(seconds=60)  # the settings' signal_max_age_seconds
+
+    def refusals_of(signal_id: str) -> list[str]:
+        return [r.rule for r in running.events(RiskRejection) if r.signal_id == signal_id]
+
+    clock_at(expired + KEPT_AFTER_EXPIRY - timedelta(seconds=1))
+    await running.publish(buy(1))  # deciding any signal forgets what has expired
+    await running.publish(signal)  # still remembered: a duplicate, nothing said
+    await running.settle()
+    assert refusals_of(signal.id) == []
+
+    clock_at(expired + KEPT_AFTER_EXPIRY + timedelta(seconds=1))
+    await running.publish(buy(1))  # deciding any signal forgets what has expired
+    await running.publish(signal)
+    await running.settle()
+    await barrier(running.service.ib)
+    assert refusals_of(signal.id) == ["expired"]
+    assert [order.order_ref for order in sim.orders_received] == [signal.id]
 
 
 async def test_partial_fills_add_up(make_service: Any, sim: Simulator) -> None:
