@@ -24,7 +24,8 @@ from drills import invariants
 from drills.invariants import Check
 from drills.monitor import BusWatcher, MemorySampler
 from drills.services import DaemonProcess, DrillRedis
-from event_bus import CONNECTION_ERRORS, Channels
+from event_bus import CONNECTION_ERRORS, Channels, Codec
+from event_bus.system import ControlCommand
 from ibsim import SimConfig, Simulator
 from storage.queries import positions, risk_rejections, todays_fills, todays_orders
 
@@ -273,10 +274,19 @@ class Drill:
     # The end: settle, then check
 
     async def settle(self) -> None:
-        """Stop the load; wait (bounded) until the broker has no working order and the database
-        has every execution; then note the positions execution reports and stop the daemon."""
+        """Stop the load, the drill's signals and the strategy's (the kill switch: working
+        orders are cancelled, new signals refused); wait (bounded) until the broker has no
+        working order and the database has every execution; then note the positions execution
+        reports and stop the daemon."""
         await self.stop_trading()
+        await self.halt("the drill settles")
         timeout = self.config.settle_timeout_seconds
+        with contextlib.suppress(TimeoutError):
+            await wait_for(
+                lambda: self.watcher.detail("execution").get("halted") == "yes",
+                timeout,
+                "execution halted",
+            )
 
         def settled() -> bool:
             return not self.sim.broker.active_orders() and self.executions_stored()
@@ -292,6 +302,16 @@ class Drill:
         for process in (self.trader, self.storage):
             process.check_alive()
             self.figures.stop_exit_codes[process.name] = await process.stop()
+
+    async def halt(self, reason: str) -> None:
+        """What `main.py halt` does: the halt recorded in Redis, then published on control."""
+        command = Codec().encode(ControlCommand(command="halt", reason=reason, issued_by="drill"))
+        client = aioredis.Redis.from_url(self.redis.url, socket_connect_timeout=1.0)
+        try:
+            await client.set(self.channels.state_key("halt"), command)
+            await client.publish(self.channels.control, command)
+        finally:
+            await client.aclose()
 
     def executions_stored(self) -> bool:
         """Every execution the broker has made so far is a row in the database."""

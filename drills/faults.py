@@ -41,7 +41,13 @@ async def ib_drop_mid_order(drill: Drill) -> None:
 
 def gateway_restart(seconds: float) -> Fault:
     async def fault(drill: Drill) -> None:
-        """The Gateway restarts: every socket dropped, connections refused for `seconds`."""
+        """The Gateway restarts in a new trading day: every socket dropped, connections
+        refused for `seconds`, and the day before's executions and finished orders no longer
+        reported. The day turns first, once every execution so far is stored (IB's day does
+        not turn at the restart, with executions in flight); the burst's orders work across it."""
+        bound = drill.config.recovery_bound_seconds
+        await wait_for(drill.executions_stored, bound, "every execution stored")
+        drill.sim.new_trading_day()
         await drill.burst(len(drill.symbols))
         old = drill.md_sessions()
         drill.sim.refuse_connections(seconds)
