@@ -605,7 +605,8 @@ def _demo_summary(bus: RedisEventBus, simulator: Simulator, settings: Settings) 
         f"  fills: {len(simulator.executions)}",
         "  positions: "
         + (", ".join(f"{s} {q:g}" for s, q in sorted(positions.items()) if q) or "flat"),
-        f"  realized P&L (from stored fills, before commissions): {realized_pnl(database_url):.2f}",
+        "  realized P&L of every fill in the database (this run's and earlier runs'),"
+        f" before commissions: {realized_pnl(database_url):.2f}",
     ]
     return "\n".join(lines)
 
