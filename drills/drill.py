@@ -274,10 +274,10 @@ class Drill:
     # The end: settle, then check
 
     async def settle(self) -> None:
-        """Stop the load, the drill's signals and the strategy's (the kill switch: working
-        orders are cancelled, new signals refused); wait (bounded) until the broker has no
-        working order and the database has every execution; then note the positions execution
-        reports and stop the daemon."""
+        """Stop the load: the drill's signals, then the strategy's with the kill switch (working
+        orders cancelled, new signals refused); wait (bounded) until the broker has no working
+        order and the database has every execution; then note the positions execution reports
+        and stop the daemon."""
         await self.stop_trading()
         await self.halt("the drill settles")
         timeout = self.config.settle_timeout_seconds
