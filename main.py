@@ -482,6 +482,8 @@ async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     """The whole daemon, in paper mode, against the simulator and a Redis that answers."""
     async with contextlib.AsyncExitStack() as stack:
         redis_url, embedded = await _demo_redis(settings, stack)
+        if embedded is None and await _daemon_on_prefix(settings):
+            return EXIT_USAGE
         simulator = await stack.enter_async_context(
             Simulator(
                 SimConfig(
@@ -525,6 +527,35 @@ async def _demo_redis(
     log.info("demo_starting_embedded_redis", because=f"no Redis answers at {masked_url(url)}")
     embedded = await stack.enter_async_context(EmbeddedRedis())
     return embedded.url, embedded
+
+
+async def _daemon_on_prefix(settings: Settings) -> bool:
+    """Whether a daemon already runs on this Redis under this CHANNEL_PREFIX (its heartbeats).
+    The demo must not share its channels: that daemon would take the simulator's ticks and the
+    demo's signals as its own, and trade on them, live if it is live."""
+    channels = Channels(settings.bus.channel_prefix)
+    redis = connect_redis(
+        settings.bus.redis_url.get_secret_value(),
+        timeout=settings.bus.redis_timeout_seconds,
+        name="demo",
+    )
+    try:
+        beats = await read_heartbeats(redis, channels.heartbeat_key("*"), Codec())
+    except CONNECTION_ERRORS as error:  # cannot tell: refuse rather than risk it
+        log.error("demo_refused", reason=f"cannot look for a daemon on this Redis: {error}")
+        return True
+    finally:
+        await redis.aclose()
+    if not beats:
+        return False
+    log.error(
+        "demo_refused",
+        reason=f"a daemon is running on this Redis with CHANNEL_PREFIX={channels.prefix}: "
+        "the demo would publish its ticks and signals to it; give the demo another prefix",
+        modules=sorted({f"{beat.module}@{beat.host}:{beat.pid}" for beat in beats}),
+        redis=masked_url(settings.bus.redis_url),
+    )
+    return True
 
 
 def _demo_settings(settings: Settings, redis_url: str, ib_port: int) -> Settings:

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import sys
 import uuid
 from pathlib import Path
 
+import redis.asyncio as aioredis
+
+from event_bus import Channels, Codec, utc_now
+from event_bus.system import Heartbeat
 from tests.test_cli import MAIN, _environment
 
 
@@ -50,3 +55,44 @@ async def test_demo_trades_on_paper_and_summarises_every_event_kind(
     assert orders >= 1 and fills >= orders
     assert f"PSUBSCRIBE '{prefix}:*'" in output
     assert (tmp_path / "demo.db").exists()
+
+
+async def test_demo_refuses_a_redis_and_prefix_a_daemon_already_runs_on(
+    redis_url: str, channels: Channels, clean_keys: None, tmp_path: Path
+) -> None:
+    """A daemon's heartbeat under the prefix: the demo would feed that daemon its simulated
+    ticks and signals (and it would trade on them), so it exits 2 with one line saying so,
+    having published nothing."""
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        beat = Heartbeat(
+            module="execution",
+            host="trader-1",
+            pid=4242,
+            started_at=utc_now(),
+            interval_seconds=5.0,
+        )
+        await client.set(channels.heartbeat_key("execution"), Codec().encode(beat), px=60_000)
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            str(MAIN),
+            "demo",
+            "--duration",
+            "5",
+            cwd=tmp_path,
+            env=_environment(REDIS_URL=redis_url, CHANNEL_PREFIX=channels.prefix),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        stdout, stderr = await asyncio.wait_for(process.communicate(), 60)
+        assert (process.returncode, stdout) == (2, b""), stderr.decode()[-2000:]
+        [line] = [json.loads(text) for text in stderr.decode().splitlines()]
+        assert (line["event"], line["level"], line["modules"]) == (
+            "demo_refused",
+            "error",
+            ["execution@trader-1:4242"],
+        )
+        assert f"CHANNEL_PREFIX={channels.prefix}" in line["reason"]
+        assert await client.exists(channels.journal) == 0
+    finally:
+        await client.aclose()
