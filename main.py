@@ -529,18 +529,25 @@ async def _demo_redis(
     return embedded.url, embedded
 
 
+def _command_redis(settings: Settings, name: str) -> Any:
+    """A Redis client for one command's few reads."""
+    url = settings.bus.redis_url.get_secret_value()
+    return connect_redis(url, timeout=settings.bus.redis_timeout_seconds, name=name)
+
+
+async def _heartbeats(redis: Any, settings: Settings) -> list[Heartbeat]:
+    """The heartbeats of the modules alive under the configured prefix."""
+    pattern = Channels(settings.bus.channel_prefix).heartbeat_key("*")
+    return await read_heartbeats(redis, pattern, Codec())
+
+
 async def _daemon_on_prefix(settings: Settings) -> bool:
     """Whether a daemon already runs on this Redis under this CHANNEL_PREFIX (its heartbeats).
     The demo must not share its channels: that daemon would take the simulator's ticks and the
     demo's signals as its own, and trade on them, live if it is live."""
-    channels = Channels(settings.bus.channel_prefix)
-    redis = connect_redis(
-        settings.bus.redis_url.get_secret_value(),
-        timeout=settings.bus.redis_timeout_seconds,
-        name="demo",
-    )
+    redis = _command_redis(settings, "demo")
     try:
-        beats = await read_heartbeats(redis, channels.heartbeat_key("*"), Codec())
+        beats = await _heartbeats(redis, settings)
     except CONNECTION_ERRORS as error:  # cannot tell: refuse rather than risk it
         log.error("demo_refused", reason=f"cannot look for a daemon on this Redis: {error}")
         return True
@@ -548,9 +555,10 @@ async def _daemon_on_prefix(settings: Settings) -> bool:
         await redis.aclose()
     if not beats:
         return False
+    prefix = settings.bus.channel_prefix
     log.error(
         "demo_refused",
-        reason=f"a daemon is running on this Redis with CHANNEL_PREFIX={channels.prefix}: "
+        reason=f"a daemon is running on this Redis with CHANNEL_PREFIX={prefix}: "
         "the demo would publish its ticks and signals to it; give the demo another prefix",
         modules=sorted({f"{beat.module}@{beat.host}:{beat.pid}" for beat in beats}),
         redis=masked_url(settings.bus.redis_url),
@@ -644,15 +652,10 @@ def _demo_summary(bus: RedisEventBus, simulator: Simulator, settings: Settings) 
 
 async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     """Modules alive (their heartbeat keys), what each reports, and the kill switch."""
-    channels = Channels(settings.bus.channel_prefix)
-    redis = connect_redis(
-        settings.bus.redis_url.get_secret_value(),
-        timeout=settings.bus.redis_timeout_seconds,
-        name="status",
-    )
+    redis = _command_redis(settings, "status")
     try:
-        beats = await read_heartbeats(redis, channels.heartbeat_key("*"), Codec())
-        halt: Any = await redis.get(channels.state_key("halt"))
+        beats = await _heartbeats(redis, settings)
+        halt: Any = await redis.get(Channels(settings.bus.channel_prefix).state_key("halt"))
     except CONNECTION_ERRORS as error:
         log.error("status_failed", error=str(error), redis=masked_url(settings.bus.redis_url))
         return EXIT_FAULT
