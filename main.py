@@ -559,7 +559,8 @@ async def _daemon_on_prefix(settings: Settings) -> bool:
     log.error(
         "demo_refused",
         reason=f"a daemon is running on this Redis with CHANNEL_PREFIX={prefix}: "
-        "the demo would publish its ticks and signals to it; give the demo another prefix",
+        "the demo would publish its ticks and signals to it; give the demo a prefix and a "
+        "database of its own (CHANNEL_PREFIX=demo DATABASE_URL=sqlite:///demo.db)",
         modules=sorted({f"{beat.module}@{beat.host}:{beat.pid}" for beat in beats}),
         redis=masked_url(settings.bus.redis_url),
     )
