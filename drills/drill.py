@@ -23,9 +23,8 @@ import structlog
 from drills import invariants
 from drills.invariants import Check
 from drills.monitor import BusWatcher, MemorySampler
-from drills.services import DaemonProcess, DrillRedis
-from event_bus import CONNECTION_ERRORS, Channels, Codec
-from event_bus.system import ControlCommand
+from drills.services import DaemonProcess, DrillRedis, run_command
+from event_bus import CONNECTION_ERRORS, Channels
 from ibsim import SimConfig, Simulator
 from storage.queries import positions, risk_rejections, todays_fills, todays_orders
 
@@ -304,14 +303,11 @@ class Drill:
             self.figures.stop_exit_codes[process.name] = await process.stop()
 
     async def halt(self, reason: str) -> None:
-        """What `main.py halt` does: the halt recorded in Redis, then published on control."""
-        command = Codec().encode(ControlCommand(command="halt", reason=reason, issued_by="drill"))
-        client = aioredis.Redis.from_url(self.redis.url, socket_connect_timeout=1.0)
-        try:
-            await client.set(self.channels.state_key("halt"), command)
-            await client.publish(self.channels.control, command)
-        finally:
-            await client.aclose()
+        """The kill switch, as an operator pulls it: `main.py halt`."""
+        settings, workdir = self._settings(), self.config.workdir
+        code = await run_command(settings, workdir, "halt", "--reason", reason)
+        if code != 0:
+            log.warning("drill_halt_failed", exit_code=code)
 
     def executions_stored(self) -> bool:
         """Every execution the broker has made so far is a row in the database."""

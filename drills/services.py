@@ -139,6 +139,15 @@ class DaemonProcess:
             self._process.send_signal(number)
 
 
+async def run_command(settings: Mapping[str, str], workdir: Path, *args: str) -> int:
+    """`python main.py ARGS` with the daemon's settings, as an operator runs it; its exit code
+    (its log, JSON lines, goes to this process's stderr)."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, str(MAIN), *args, cwd=workdir, env=_environment(settings)
+    )
+    return await process.wait()
+
+
 def _setting_names() -> set[str]:
     names = set()
     for section_field in Settings.model_fields.values():
