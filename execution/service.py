@@ -629,14 +629,12 @@ class ExecutionService:
             return True
         return facts.order_ref in self._our_refs or facts.order_ref in self._decided
 
-    def _order_key(self, facts: TradeFacts) -> str:
-        return facts.order_ref if self._is_ours(facts) else f"external:{facts.perm_id or facts.key}"
-
-    def _on_trade(self, trade: Trade) -> None:
+    def _on_trade(self, trade: Trade) -> str:
+        """Publish the order's state if it changed; its key (for reconciliation)."""
         self._working[id(trade)] = trade  # dropped once done, when the book is next built
         facts = trade_facts(trade)
         self._note_at_broker(facts.order_ref, f"order {facts.order_id} {facts.ib_status}")
-        key = self._order_key(facts)
+        key = facts.order_ref if self._is_ours(facts) else f"external:{facts.perm_id or facts.key}"
         status = order_status(
             facts.ib_status, facts.filled, facts.error_code, key in self._acknowledged
         )
@@ -645,7 +643,7 @@ class ExecutionService:
             # stops reporting it (a finished order, after the daily restart)
             self._placed.pop(facts.order_ref, None)
         if status is None or self._published.get(key) == (status, facts.filled):
-            return
+            return key
         if status not in ("pending_submit", "rejected"):
             self._acknowledged.add(key)
         self._published[key] = (status, facts.filled)
@@ -659,6 +657,7 @@ class ExecutionService:
             external=external,
         )
         self._emit(order_update(facts, status, external=external))
+        return key
 
     def _on_execution(self, trade: Trade, fill: IBFill) -> None:
         self._take_fill(fill)
@@ -759,9 +758,8 @@ class ExecutionService:
         self._our_refs |= refs - {""}
 
     def _reconcile(self, ib: IB) -> None:
-        self._forget_unreported(ib)
-        for trade in ib.trades():
-            self._on_trade(trade)
+        keys = {self._on_trade(trade) for trade in ib.trades()}
+        self._forget_unreported(ib, keys)
         self._report_in_doubt(ib)
         for fill in ib.fills():
             self._take_fill(fill)
@@ -770,14 +768,13 @@ class ExecutionService:
         if self._halt is not None:
             self._cancel_working_orders()
 
-    def _forget_unreported(self, ib: IB) -> None:
+    def _forget_unreported(self, ib: IB, keys: set[str]) -> None:
         """Shrink what is kept per order and per execution to what the broker reports on this
-        connection (after IB's daily restart: today's orders and executions). Nothing the broker
-        no longer reports can change or be reported again, so nothing is looked up for it; and
-        a daemon running for weeks does not grow by every order it ever saw."""
+        connection (after IB's daily restart: today's orders and executions; `keys`: its orders'
+        keys). Nothing the broker no longer reports can change or be reported again, so nothing
+        is looked up for it; and a daemon running for weeks does not grow by every order it saw."""
         trades, fills = ib.trades(), ib.fills()
         refs = {t.order.orderRef for t in trades} | {f.execution.orderRef for f in fills}
-        keys = {self._order_key(trade_facts(trade)) for trade in trades}
         self._at_broker = {ref: seen for ref, seen in self._at_broker.items() if ref in refs}
         self._our_refs &= refs
         self._published = {key: last for key, last in self._published.items() if key in keys}
