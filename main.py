@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 
 import structlog
 from pydantic import SecretStr
+from sqlalchemy.exc import SQLAlchemyError
 
 import event_bus.system  # noqa: F401  (registers the system events with the codec)
 from config import (
@@ -58,7 +59,7 @@ from market_data.instruments import instruments_from_settings
 from market_data.model import Bar
 from market_data.service import MarketDataService, build_market_data
 from storage.migrate import upgrade_database
-from storage.queries import load_bars, realized_pnl
+from storage.queries import load_bars, realized_pnl, stored_accounts
 from storage.service import build_storage
 from strategy.replay import configure_parser as configure_replay
 from strategy.replay import run_replay
@@ -484,16 +485,12 @@ async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
         redis_url, embedded = await _demo_redis(settings, stack)
         if embedded is None and await _daemon_on_prefix(settings):
             return EXIT_USAGE
-        simulator = await stack.enter_async_context(
-            Simulator(
-                SimConfig(
-                    port=0,
-                    seed=args.seed,
-                    speed=DEMO_SPEED,
-                    symbols=settings.market_data.symbols,
-                )
-            )
+        config = SimConfig(
+            port=0, seed=args.seed, speed=DEMO_SPEED, symbols=settings.market_data.symbols
         )
+        if await _database_of_other_accounts(settings, config.account):
+            return EXIT_USAGE
+        simulator = await stack.enter_async_context(Simulator(config))
         demo_settings = _demo_settings(settings, redis_url, simulator.port)
         bus = build_bus(demo_settings.bus)
         build = functools.partial(build_module, settings=demo_settings, bus=bus)
@@ -563,6 +560,30 @@ async def _daemon_on_prefix(settings: Settings) -> bool:
         "database of its own (CHANNEL_PREFIX=demo DATABASE_URL=sqlite:///demo.db)",
         modules=sorted({f"{beat.module}@{beat.host}:{beat.pid}" for beat in beats}),
         redis=masked_url(settings.bus.redis_url),
+    )
+    return True
+
+
+async def _database_of_other_accounts(settings: Settings, account: str) -> bool:
+    """Whether DATABASE_URL holds orders or fills of an account other than the simulator's,
+    a real one's: the demo would store its simulated fills beside them, and positions and P&L
+    read from the database would count them. Refuses too when it cannot look."""
+    url = settings.storage.database_url
+    try:
+        others = await asyncio.to_thread(stored_accounts, url.get_secret_value())
+    except SQLAlchemyError as error:
+        reason = str(error).splitlines()[0]
+        log.error("demo_refused", reason=f"cannot look into DATABASE_URL: {reason}")
+        return True
+    others -= {account, ""}  # an order's first updates may not name its account yet
+    if not others:
+        return False
+    log.error(
+        "demo_refused",
+        reason=f"DATABASE_URL holds orders or fills of {', '.join(sorted(others))}: the demo "
+        f"would store the simulator's fills ({account}) beside them; give the demo a database "
+        "of its own (DATABASE_URL=sqlite:///demo.db)",
+        database=masked_url(url),
     )
     return True
 

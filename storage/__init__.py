@@ -9,6 +9,7 @@ from storage.queries import (
     positions,
     realized_pnl,
     risk_rejections,
+    stored_accounts,
     todays_fills,
     todays_orders,
 )
@@ -30,6 +31,7 @@ __all__ = [
     "realized_pnl",
     "risk_rejections",
     "schema_differences",
+    "stored_accounts",
     "todays_fills",
     "todays_orders",
     "upgrade_database",

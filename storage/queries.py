@@ -11,7 +11,7 @@ from datetime import UTC, datetime, time
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Engine, RowMapping, Select, select
+from sqlalchemy import Engine, RowMapping, Select, inspect, select, union
 
 from execution.model import Fill, OrderUpdate, RiskRejection
 from market_data.model import Bar
@@ -110,6 +110,20 @@ def todays_fills(url_or_engine: str | Engine, *, now: datetime | None = None) ->
         .order_by(FillRow.executed_at, FillRow.execution_id)
     )
     return [fill_from_row(row) for row in _rows(url_or_engine, query)]
+
+
+def stored_accounts(url_or_engine: str | Engine) -> set[str]:
+    """The accounts of every order and fill stored (none before storage made its tables)."""
+    with engine_for(url_or_engine) as engine, engine.connect() as connection:
+        tables = [
+            table
+            for table in (OrderRow, FillRow)
+            if inspect(connection).has_table(table.__tablename__)
+        ]
+        if not tables:
+            return set()
+        query = union(*(select(table.account).distinct() for table in tables))
+        return set(connection.execute(query).scalars())
 
 
 def load_bars(

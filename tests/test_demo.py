@@ -11,16 +11,21 @@ from pathlib import Path
 
 import redis.asyncio as aioredis
 
-from event_bus import Channels, Codec, utc_now
+from event_bus import Channels, Codec, JournalEntry, utc_now
 from event_bus.system import Heartbeat
+from execution.model import Fill
+from ibsim.config import DEFAULT_ACCOUNT
+from storage import RowWriter, make_engine, stored_accounts, upgrade_database
 from tests.test_cli import MAIN, _environment
 
 
 async def test_demo_trades_on_paper_and_summarises_every_event_kind(
     redis_url: str, tmp_path: Path
 ) -> None:
-    """`demo --duration` exits 0 after market data, signals, orders and fills all happened."""
+    """`demo --duration` exits 0 after market data, signals, orders and fills all happened;
+    a database holding an earlier demo's fills (the simulator's account) is fine."""
     prefix = f"test-demo-{uuid.uuid4().hex[:8]}"
+    _database_with_a_fill_of(tmp_path / "demo.db", DEFAULT_ACCOUNT)
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         str(MAIN),
@@ -96,3 +101,58 @@ async def test_demo_refuses_a_redis_and_prefix_a_daemon_already_runs_on(
         assert await client.exists(channels.journal) == 0
     finally:
         await client.aclose()
+
+
+async def test_demo_refuses_a_database_with_another_accounts_fills(
+    redis_url: str, channels: Channels, clean_keys: None, tmp_path: Path
+) -> None:
+    """DATABASE_URL holding a real account's fills (a daemon's database): the simulator's fills
+    would land beside them and count in positions and P&L, so the demo exits 2 with one line
+    naming the account, having published nothing and stored nothing."""
+    database = tmp_path / "trading.db"
+    _database_with_a_fill_of(database, "U7654321")
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(MAIN),
+        "demo",
+        "--duration",
+        "5",
+        cwd=tmp_path,
+        env=_environment(
+            REDIS_URL=redis_url,
+            CHANNEL_PREFIX=channels.prefix,
+            DATABASE_URL=f"sqlite:///{database}",
+        ),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await asyncio.wait_for(process.communicate(), 60)
+    assert (process.returncode, stdout) == (2, b""), stderr.decode()[-2000:]
+    [line] = [json.loads(text) for text in stderr.decode().splitlines()]
+    assert (line["event"], line["level"]) == ("demo_refused", "error")
+    assert "U7654321" in line["reason"] and "DATABASE_URL" in line["reason"]
+    assert stored_accounts(f"sqlite:///{database}") == {"U7654321"}
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        assert await client.exists(channels.journal) == 0
+    finally:
+        await client.aclose()
+
+
+def _database_with_a_fill_of(path: Path, account: str) -> None:
+    engine = make_engine(f"sqlite:///{path}")
+    try:
+        upgrade_database(engine)
+        fill = Fill(
+            symbol="AAPL",
+            execution_id=f"exec-{account}",
+            signal_id="sig-1",
+            side="BUY",
+            quantity=1,
+            price=100.0,
+            executed_at=utc_now(),
+            account=account,
+        )
+        RowWriter(engine).write([JournalEntry("1-0", "test", fill)])
+    finally:
+        engine.dispose()

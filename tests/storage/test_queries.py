@@ -18,9 +18,12 @@ from storage import (
     positions,
     realized_pnl,
     risk_rejections,
+    stored_accounts,
     todays_fills,
     todays_orders,
 )
+from storage.engine import make_engine
+from storage.migrate import upgrade_database
 from storage.writer import RowWriter
 from tests.storage.samples import T0
 
@@ -88,6 +91,29 @@ def test_todays_orders_fills_and_open_orders(engine: Engine) -> None:
     assert todays_orders(engine, now=T0) == [order, done]
     assert open_orders(engine) == [order]
     assert todays_fills(engine, now=T0 + timedelta(hours=1)) == [today_fill]
+
+
+def test_stored_accounts_of_orders_and_fills(database_url: str) -> None:
+    """The accounts of the orders and fills stored, once each; none before the tables exist."""
+    assert stored_accounts(database_url) == set()
+    engine = make_engine(database_url)
+    try:
+        upgrade_database(engine)
+        assert stored_accounts(engine) == set()
+        order = OrderUpdate(
+            ts=T0,
+            symbol="AAPL",
+            signal_id="sig-1",
+            status="submitted",
+            action="BUY",
+            quantity=10,
+            order_type="MKT",
+            account="U1111111",
+        )
+        write(engine, [order, FILLS[0], replace(FILLS[1], account="U2222222")])
+        assert stored_accounts(engine) == {"U1111111", "U2222222", ""}
+    finally:
+        engine.dispose()
 
 
 def test_risk_rejections_all_or_by_rule(engine: Engine) -> None:
