@@ -8,7 +8,7 @@ from fnmatch import fnmatchcase
 from event_bus.channels import Channels, exact_channels
 from event_bus.codec import Codec, EventRejected
 from event_bus.events import Event
-from event_bus.stats import BusStats, ThrottledLog
+from event_bus.stats import REJECTIONS_LOGGED_AT_ONCE, BusStats, ThrottledLog
 from event_bus.subscription import Handler, Subscription
 
 
@@ -32,7 +32,7 @@ class InMemoryEventBus:
         self.journal: list[tuple[str, bytes]] = []  # (channel, payload), as in the Redis stream
         self._subscriptions: list[Subscription] = []
         self._routes: list[tuple[str, Subscription]] = []  # (pattern, its subscription)
-        self._log_rejected = ThrottledLog("event_rejected")
+        self._log_rejected = ThrottledLog("event_rejected", burst=REJECTIONS_LOGGED_AT_ONCE)
 
     async def start(self) -> None:
         for subscription in self._subscriptions:

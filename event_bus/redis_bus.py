@@ -23,7 +23,7 @@ from event_bus.channels import Channels, exact_channels, is_exact
 from event_bus.codec import Codec, EventRejected
 from event_bus.events import Event, new_event_id
 from event_bus.outbox import Outbox, Outgoing
-from event_bus.stats import BusStats, ThrottledLog
+from event_bus.stats import REJECTIONS_LOGGED_AT_ONCE, BusStats, ThrottledLog
 from event_bus.subscriber_socket import SubscriberSocket
 from event_bus.subscription import Handler, Subscription
 from event_bus.tasks import cancel_and_wait
@@ -180,7 +180,7 @@ class RedisEventBus:
         self._last_message_at = time.time()
         self._lost_at: float | None = None
         self._publisher_down_since: float | None = None
-        self._log_rejected = ThrottledLog("event_rejected")
+        self._log_rejected = ThrottledLog("event_rejected", burst=REJECTIONS_LOGGED_AT_ONCE)
         self._log_dropped = ThrottledLog("event_dropped")
         self._log_connect_failed = ThrottledLog("bus_connect_failed", per_second=0.2)
         # channel -> the subscribed patterns it matches (forgotten at every new subscription)

@@ -46,26 +46,46 @@ class BusStats:
         }
 
 
-class ThrottledLog:
-    """Logs at most `per_second` lines of one event name; counts what it held back.
+# Rejected messages each logged when they come a few at a time (hand-typed ones, say), before the
+# log falls back to its average rate.
+REJECTIONS_LOGGED_AT_ONCE = 20
 
-    Ten thousand malformed messages should be counted, not written ten thousand times.
+
+class ThrottledLog:
+    """Logs at most `burst` lines of one event name at once and `per_second` on average (a
+    token bucket); counts what it held back and says so on its next line.
+
+    Ten thousand malformed messages should be counted, not written ten thousand times; a few
+    mistakes in a row (an operator's hand-typed messages, say) each get their line.
     """
 
-    def __init__(self, event: str, per_second: float = 5.0, level: str = "warning") -> None:
+    def __init__(
+        self,
+        event: str,
+        per_second: float = 5.0,
+        level: str = "warning",
+        *,
+        burst: int = 1,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.event = event
-        self.interval = 1.0 / per_second
+        self.per_second = per_second
+        self.burst = burst
         self.level = level
         self.suppressed = 0
-        self._next_at = 0.0
+        self._clock = clock
+        self._tokens = float(burst)
+        self._updated_at = clock()
         self._log = structlog.get_logger("event_bus")
 
     def __call__(self, **fields: object) -> None:
-        now = time.monotonic()
-        if now < self._next_at:
+        now = self._clock()
+        elapsed, self._updated_at = now - self._updated_at, now
+        self._tokens = min(self.burst, self._tokens + elapsed * self.per_second)
+        if self._tokens < 1:
             self.suppressed += 1
             return
-        self._next_at = now + self.interval
+        self._tokens -= 1
         if self.suppressed:
             fields["suppressed_since_last"] = self.suppressed
             self.suppressed = 0

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 import redis.asyncio as aioredis
+from structlog.testing import capture_logs
 
 from event_bus import Channels, Event, RedisEventBus
 from event_bus.embedded import EmbeddedRedis
@@ -110,13 +111,18 @@ async def test_malformed_payloads_are_counted_and_the_subscriber_goes_on(
         (fill_channel, b'{"type":"SampleFill","symbol":"MSFT","quantity":1}'),
         (channels.control, b"\xff\xfe"),
     ]
-    for channel, payload in bad:
-        await bus.redis.publish(channel, payload)
-    good = SampleFill(symbol="AAPL", quantity=2)
-    await bus.publish(good)
-    await eventually(lambda: received.events == [good], message="good event after bad ones")
+    with capture_logs() as logs:
+        for channel, payload in bad:
+            await bus.redis.publish(channel, payload)
+        good = SampleFill(symbol="AAPL", quantity=2)
+        await bus.publish(good)
+        await eventually(lambda: received.events == [good], message="good event after bad ones")
     assert sum(bus.stats.rejected.values()) == len(bad)
     assert bus.stats.rejected[fill_channel] == 4
+    # A few in a row, as an operator's typing mistakes come: each gets its line and reason.
+    rejected = [(log["channel"], log["reason"]) for log in logs if log["event"] == "event_rejected"]
+    assert [channel for channel, _ in rejected] == [channel for channel, _ in bad]
+    assert "NoSuchEvent" in rejected[1][1] and "belongs on" in rejected[3][1]
 
 
 async def test_slow_handler_does_not_stall_other_subscriptions(
