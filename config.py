@@ -208,6 +208,7 @@ class StorageSettings(_Section):
     storage_consumer: str = Field("storage", pattern=r"^[A-Za-z0-9_.:-]+$")  # in group "storage"
     storage_block_ms: int = Field(1_000, ge=10)  # how long one journal read waits for entries
     storage_stop_timeout_seconds: float = Field(10.0, gt=0)  # to finish the batch in hand
+    tick_retention_days: float = Field(0.0, ge=0)  # ticks older are deleted hourly; 0: keep all
 
     @field_validator("database_url")
     @classmethod

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import threading
+from datetime import UTC, datetime, timedelta
 
 import redis.asyncio as aioredis
 import structlog
@@ -13,11 +16,13 @@ from event_bus import Channels, JournalEntry, JournalReader
 from event_bus.tasks import cancel_and_wait
 from storage.engine import make_engine
 from storage.migrate import upgrade_database
+from storage.retention import prune_ticks
 from storage.writer import RowWriter
 
 log = structlog.get_logger()
 
 GROUP = "storage"
+PRUNE_EVERY_SECONDS = 3_600.0  # with TICK_RETENTION_DAYS: a pass at start, then hourly
 
 
 class StorageService:
@@ -26,6 +31,9 @@ class StorageService:
 
     Publishes nothing. A batch the database refuses is retried entry by entry by the reader, which
     dead-letters (`Channels.dead_letter`) the entries that fail while others succeed.
+
+    With `tick_retention_days`, ticks older than that are deleted at start and then every
+    `prune_every_seconds` (`storage.retention`); everything else is kept.
     """
 
     name = "storage"
@@ -40,6 +48,8 @@ class StorageService:
         batch_size: int = 1_000,
         block_ms: int = 1_000,
         stop_timeout: float = 10.0,
+        tick_retention_days: float = 0.0,
+        prune_every_seconds: float = PRUNE_EVERY_SECONDS,
     ) -> None:
         self.engine = engine
         self.writer = RowWriter(engine)
@@ -53,8 +63,14 @@ class StorageService:
             block_ms=block_ms,
         )
         self.stop_timeout = stop_timeout
+        self.tick_retention_days = tick_retention_days
+        self.prune_every_seconds = prune_every_seconds
         self.rows_offered = 0
+        self.ticks_pruned = 0
         self._task: asyncio.Task[None] | None = None
+        self._pruning: asyncio.Task[None] | None = None
+        self._stop_pruning = threading.Event()  # seen by the pass in its thread, between chunks
+        self._pruning_stopped = asyncio.Event()  # ends the wait for the next pass
 
     def vital_tasks(self) -> list[asyncio.Task[None]]:
         """Background tasks that must not end while this runs; the daemon watches them."""
@@ -62,10 +78,13 @@ class StorageService:
 
     def status(self) -> dict[str, str]:
         """What `main.py status` shows for storage (through the heartbeat)."""
-        return {
+        detail = {
             "events_stored": str(self.reader.handled),
             "dead_lettered": str(self.reader.dead_lettered),
         }
+        if self.tick_retention_days:
+            detail["ticks_pruned"] = str(self.ticks_pruned)
+        return detail
 
     async def start(self) -> None:
         """Bring the schema up to date, then consume the journal in the background."""
@@ -74,10 +93,14 @@ class StorageService:
         await asyncio.to_thread(upgrade_database, self.engine)
         self._task = asyncio.create_task(self.reader.run(), name="storage:journal")
         self._task.add_done_callback(_log_crash)
+        if self.tick_retention_days:
+            self._pruning = asyncio.create_task(self._prune_periodically(), name="storage:prune")
+            self._pruning.add_done_callback(_log_crash)
         log.info(
             "storage_started",
             url=masked_url(self.engine.url.render_as_string(hide_password=False)),
             consumer=self.reader.consumer,
+            tick_retention_days=self.tick_retention_days or None,
         )
 
     async def stop(self) -> None:
@@ -86,6 +109,7 @@ class StorageService:
         if self._task is None:
             return
         self.reader.stop()
+        await self._stop_prune()
         task, self._task = self._task, None
         done, _ = await asyncio.wait([task], timeout=self.stop_timeout)
         if done:
@@ -104,6 +128,35 @@ class StorageService:
         self.engine.dispose()
         log.info("storage_stopped", handled=self.reader.handled, rows=self.rows_offered)
 
+    async def _prune_periodically(self) -> None:
+        while not self._pruning_stopped.is_set():
+            cutoff = datetime.now(UTC) - timedelta(days=self.tick_retention_days)
+            try:
+                pruned = await asyncio.to_thread(
+                    prune_ticks, self.engine, cutoff, stopping=self._stop_pruning
+                )
+            except Exception as error:  # the database is down, say: the next pass tries again
+                log.warning("ticks_prune_failed", error=f"{type(error).__name__}: {error}")
+            else:
+                self.ticks_pruned += pruned
+                if pruned:
+                    log.info("ticks_pruned", rows=pruned, older_than=cutoff.isoformat())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._pruning_stopped.wait(), self.prune_every_seconds)
+
+    async def _stop_prune(self) -> None:
+        """Let the pass in hand finish its chunk (its thread cannot be cancelled), within the stop
+        timeout, before the engine is disposed of."""
+        if self._pruning is None:
+            return
+        self._stop_pruning.set()
+        self._pruning_stopped.set()
+        pruning, self._pruning = self._pruning, None
+        _, late = await asyncio.wait([pruning], timeout=self.stop_timeout)
+        if late:
+            log.warning("storage_prune_stop_timed_out", timeout_seconds=self.stop_timeout)
+            await cancel_and_wait(pruning, timeout=1.0)
+
     async def store(self, entries: list[JournalEntry]) -> None:
         """The journal handler: one transaction per batch, in a worker thread."""
         self.rows_offered += await asyncio.to_thread(self.writer.write, entries)
@@ -121,6 +174,7 @@ def build_storage(
         batch_size=settings.storage_batch_size,
         block_ms=settings.storage_block_ms,
         stop_timeout=settings.storage_stop_timeout_seconds,
+        tick_retention_days=settings.tick_retention_days,
     )
 
 
