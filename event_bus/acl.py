@@ -46,8 +46,9 @@ SUBSCRIBING = ("+subscribe", "+unsubscribe", "+psubscribe", "+punsubscribe")
 # The journal's consumer group (storage) and its dead-letter stream.
 JOURNAL_GROUP = ("+xgroup|create", "+xreadgroup", "+xautoclaim", "+xack")
 
-# Heartbeat keys, execution's state (signal decisions, fills hash, the kill switch), `status`.
-STATE = ("+get", "+set", "+del", "+hget", "+hset", "+expire", "+multi", "+exec", "+discard")
+# Heartbeat keys, execution's state (signal decisions, fills published, the kill switch),
+# `status`. HGET reads the hash of fills that versions before the key per fill wrote.
+STATE = ("+get", "+set", "+del", "+hget")
 STATUS = ("+get", "+scan", "+mget")
 
 # Reading the journal by hand (redis-cli XRANGE, XREVRANGE, XREAD, XLEN, XINFO STREAM).

@@ -11,7 +11,7 @@ from event_bus import Channels
 from event_bus.command_socket import CommandSocket
 
 DECISION_TTL_SECONDS = 7 * 24 * 3600  # longer than any signal lives
-FILLS_TTL_SECONDS = 3 * 24 * 3600  # executions are reconciled for today only
+FILLS_TTL_SECONDS = 3 * 24 * 3600  # each execution's; they are reconciled for today only
 
 # Fill publication states
 FILL_WITHOUT_COMMISSION = "without_commission"
@@ -24,7 +24,10 @@ class ExecutionState(Protocol):
     - `signal:{signal_id}` -> JSON decision: {"decision": "placing" | "rejected" | "dry_run",
       "at": ISO time, "detail": str}; written with SET NX *before* placeOrder, so it is also
       the lock between two processes handed the same signal;
-    - `fills` -> hash execution id -> FILL_WITHOUT_COMMISSION | FILL_COMPLETE;
+    - `fill:{execution_id}` -> FILL_WITHOUT_COMMISSION | FILL_COMPLETE, expiring after
+      FILLS_TTL_SECONDS (a key each: a hash of them all expired only after three days without a
+      fill, so a daemon trading every day kept every execution of its life; `fills` is that
+      hash, still read for executions published before the change);
     - `halt` -> the encoded ControlCommand that halted trading (absent: trading allowed).
     """
 
@@ -103,15 +106,14 @@ class RedisExecutionState:
         return parsed if isinstance(parsed, dict) else {"decision": "unreadable"}
 
     async def fill_state(self, execution_id: str) -> str | None:
-        raw = await self._redis.hget(self._channels.state_key("fills"), execution_id)
+        raw = await self._redis.get(self._channels.state_key(f"fill:{execution_id}"))
+        if raw is None:  # published by a version that kept them all in one hash
+            raw = await self._redis.hget(self._channels.state_key("fills"), execution_id)
         return raw.decode() if isinstance(raw, bytes) else raw
 
     async def set_fill_state(self, execution_id: str, state: str) -> None:
-        key = self._channels.state_key("fills")
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hset(key, execution_id, state)
-            pipe.expire(key, FILLS_TTL_SECONDS)
-            await pipe.execute()
+        key = self._channels.state_key(f"fill:{execution_id}")
+        await self._redis.set(key, state, ex=FILLS_TTL_SECONDS)
 
     async def halt(self) -> bytes | None:
         # Read at start-up through the claim's connection, so the first order does not open it
