@@ -51,6 +51,13 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         help="most shares in one execution; larger orders fill in parts",
     )
     parser.add_argument(
+        "--market-data-lines",
+        type=int,
+        default=defaults.market_data_lines,
+        help="streaming quotes allowed at once, as IB's market data lines (100 on a new"
+        " account); more are refused with error 101 (default 0: no limit)",
+    )
+    parser.add_argument(
         "--admin-port", type=int, default=None, help="line-based fault admin port (off if unset)"
     )
 
@@ -67,6 +74,7 @@ def config_from(args: argparse.Namespace) -> SimConfig:
         tick_interval=args.tick_interval,
         paced_quotes=args.paced_quotes,
         max_fill_size=args.max_fill_size,
+        market_data_lines=args.market_data_lines,
     )
 
 

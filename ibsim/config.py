@@ -64,12 +64,15 @@ class SimConfig:
     min_commission: float = 1.0
     first_order_id: int = 1
     paced_quotes: bool = False
+    market_data_lines: int = 0  # streaming reqMktData allowed at once (IB's "lines"); 0: no limit
 
     def __post_init__(self) -> None:
         if self.speed <= 0 or self.tick_interval <= 0:
             raise ValueError("speed and tick_interval must be positive")
         if round(self.bar_interval / self.tick_interval, 9) % 1:
             raise ValueError("bar_interval must be a whole number of tick_interval")
+        if self.market_data_lines < 0:
+            raise ValueError("market_data_lines must be 0 (no limit) or more")
 
     @property
     def accounts(self) -> tuple[str, ...]:

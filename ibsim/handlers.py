@@ -38,6 +38,7 @@ CLIENT_ID_IN_USE = (
     "Unable to connect as the client id is already in use. Retry with a unique client id."
 )
 NO_SECURITY = "No security definition has been found for the request"
+MAX_TICKERS = "Max number of tickers has been reached"
 PACING_VIOLATION = (
     "Historical Market Data Service error message:API historical data query cancelled: "
     "pacing violation"
@@ -93,11 +94,15 @@ def req_mkt_data(sim: Simulator, session: ClientSession, request: Request) -> No
     instrument = find_instrument(sim, session, request)
     if instrument is None:
         return
+    snapshot = request.flag("snapshot") or request.flag("regulatorySnapshot")
+    if not snapshot and not sim.market_data_line_free():
+        session.send_error(req_id, 101, MAX_TICKERS)
+        return
     delayed = session.market_data_type in DELAYED_TYPES
     session.send("market_data_type", {"reqId": req_id, "marketDataType": 3 if delayed else 1})
     sim.catch_up(instrument)
     session.write(payloads.encode_quote(req_id, instrument, sim.epoch(), delayed))
-    if request.flag("snapshot") or request.flag("regulatorySnapshot"):
+    if snapshot:
         session.send("tick_snapshot_end", {"reqId": req_id})
     else:
         session.quotes[req_id] = instrument.symbol

@@ -137,6 +137,12 @@ class Simulator:
         session = self._clients.get(order.client_id)
         return session if session is not None and session.connected else None
 
+    def market_data_line_free(self) -> bool:
+        """Whether one more streaming quote fits in the account's market data lines (IB counts
+        them across every client of the account; `market_data_lines` 0: no limit)."""
+        lines = self.config.market_data_lines
+        return not lines or sum(len(session.quotes) for session in self.sessions) < lines
+
     # instruments and time
 
     def lookup(self, con_id: int, symbol: str, sec_type: str = "") -> Instrument | None:

@@ -32,6 +32,15 @@ CLIENT = "market_data"
 FALLING_BEHIND_BYTES = 256 * 1024
 NO_SECURITY_DEFINITION = 200  # the request's contract is unknown: give the instrument up
 RESUBSCRIBE_CODES = frozenset({10182})  # that request's live updates stopped: request it again
+# IB refuses the request for what the account has: asking again (the staleness watchdog would,
+# forever) cannot help, so the instrument is given up, saying what would.
+REFUSED_CODES = {
+    101: "all of IB's market data lines are in use: stream fewer instruments or buy more lines",
+    354: "the account has no market data subscription for it: subscribe, or MARKET_DATA_TYPE="
+    "delayed",
+    10089: "its market data needs a subscription for the API: subscribe, or MARKET_DATA_TYPE="
+    "delayed",
+}
 
 
 class MarketDataService:
@@ -44,7 +53,8 @@ class MarketDataService:
 
     Subscriptions are requested after every (re)connection, again after 1101, 1102 and a 2104
     that follows a 2103, per request after 10182, and per stream by a watchdog when a feed has
-    been silent for STALE_AFTER_FACTOR times its expected interval.
+    been silent for STALE_AFTER_FACTOR times its expected interval. An instrument IB does not
+    know (200), or whose data the account may not have (`REFUSED_CODES`), is given up.
     """
 
     name = CLIENT
@@ -172,6 +182,9 @@ class MarketDataService:
         if code == NO_SECURITY_DEFINITION:
             self.subscriptions.remove(feed)
             self._give_up(feed.instrument, code, message)
+        elif code in REFUSED_CODES:
+            self.subscriptions.remove(feed)
+            self._give_up(feed.instrument, code, f"{REFUSED_CODES[code]} (IB: {message})")
         elif code in RESUBSCRIBE_CODES:
             log.warning("market_data_request_failed", symbol=feed.name, stream=stream, code=code)
             self.subscriptions.subscribe(feed, stream, time.monotonic())

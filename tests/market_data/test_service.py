@@ -125,6 +125,37 @@ async def test_bars_aggregate_the_five_second_bars_exactly(
         )
 
 
+@pytest.mark.parametrize(
+    "sim_config",
+    [SimConfig(port=0, seed=1, speed=SPEED, symbols=SYMBOLS, market_data_lines=2)],
+)
+async def test_a_symbol_beyond_the_market_data_lines_is_given_up_not_asked_again(
+    make_service: ServiceFactory, bus: InMemoryEventBus, sim: Simulator
+) -> None:
+    """IB refuses a quote past the account's lines (101): the instrument is reported unavailable
+    with what would help, the others stream, and the watchdog does not ask for it again and
+    again (it would be refused every time)."""
+    service = make_service(stale_after_factor=1_000.0, expected_tick_interval_seconds=0.01)
+    await service.start()
+    await eventually(
+        lambda: bool(of_type(bus.published, InstrumentUnavailable)), message="one refused"
+    )
+    [refused] = of_type(bus.published, InstrumentUnavailable)
+    assert refused.code == 101 and "market data lines" in refused.reason
+    streaming = sorted(set(SYMBOLS) - {refused.symbol})
+    await data_flowing(bus, 0, timeout=10, symbols=streaming)
+    assert service.unavailable == {refused.symbol}
+    assert service.status()["unavailable"] == refused.symbol
+    assert live_requests(sim) == (streaming, streaming)
+    with capture_logs() as logs:
+        service.watch(time.monotonic() + 60)  # every stream silent past its 10 s limit
+    assert {line["symbol"] for line in logs if line["event"] == "market_data_stale"} == set(
+        streaming
+    )
+    await eventually(lambda: live_requests(sim) == (streaming, streaming), message="asked again")
+    assert service.unavailable == {refused.symbol}
+
+
 async def test_unknown_symbols_are_reported_and_the_others_go_on(
     make_service: ServiceFactory, bus: InMemoryEventBus, sim: Simulator
 ) -> None:
