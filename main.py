@@ -52,7 +52,7 @@ from event_bus.metrics import DaemonMetrics
 from event_bus.system import ControlCommand, Heartbeat
 from event_bus.tasks import cancel_and_wait
 from execution import build_execution
-from execution.guard import GuardRefused
+from execution.guard import GuardRefused, check_live_account
 from ibsim import SimConfig, Simulator
 from ibsim import cli as ibsim_cli
 from market_data.instruments import instruments_from_settings
@@ -413,6 +413,8 @@ def _in_start_order(names: Sequence[str]) -> list[str]:
 
 async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     names = args.modules or list(MODULE_NAMES)
+    if "execution" in names:  # before anything connects, when the settings alone say no
+        check_live_account(settings.execution.trading_mode, settings.execution.live_account)
     log.info(
         "daemon_starting",
         modules=names,

@@ -45,11 +45,19 @@ def _paper_account(accounts: Sequence[str]) -> str:
     return accounts[0]
 
 
-def _live_account(live_account: str, accounts: Sequence[str]) -> str:
+def check_live_account(mode: Literal["paper", "live"], live_account: str) -> None:
+    """What the settings alone tell: live trading names one live account. `GuardRefused` if
+    not, so that `main.py` refuses before connecting anything."""
+    if mode != "live":
+        return
     if not live_account:
         raise GuardRefused("TRADING_MODE=live needs LIVE_ACCOUNT naming the live account")
     if live_account.startswith(PAPER_PREFIX):
         raise GuardRefused(f"TRADING_MODE=live but LIVE_ACCOUNT={live_account} is a paper account")
+
+
+def _live_account(live_account: str, accounts: Sequence[str]) -> str:
+    check_live_account("live", live_account)
     if live_account not in accounts:
         raise GuardRefused(
             f"TRADING_MODE=live with LIVE_ACCOUNT={live_account}, but IB manages "

@@ -278,6 +278,23 @@ async def test_sim_command_serves_ib_async_and_stops_on_sigterm(workdir: Path) -
         assert await asyncio.wait_for(process.wait(), 10) == 0
 
 
+def test_live_mode_without_a_live_account_exits_3_before_connecting(workdir: Path) -> None:
+    """TRADING_MODE=live with no LIVE_ACCOUNT, or a paper one: the settings alone refuse it,
+    before Redis or IB is asked anything (neither answers here)."""
+    for live_account, said in (("", "needs LIVE_ACCOUNT"), ("DU1111111", "is a paper account")):
+        result = run_main(
+            workdir,
+            "run",
+            REDIS_URL="redis://127.0.0.1:1/0",
+            IB_PORT="1",
+            TRADING_MODE="live",
+            LIVE_ACCOUNT=live_account,
+        )
+        assert result.returncode == 3, result.stderr[-2000:]
+        [line] = [json.loads(text) for text in result.stderr.splitlines()]
+        assert line["event"] == "trading_refused_by_guard" and said in line["reason"]
+
+
 async def test_paper_mode_against_a_live_account_exits_3(
     workdir: Path, redis_url: str, channels: Channels, clean_keys: None
 ) -> None:
