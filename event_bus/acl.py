@@ -43,8 +43,16 @@ BUS = (
 # `tail` through the bus: SUBSCRIBE for an exact channel, PSUBSCRIBE for a pattern.
 SUBSCRIBING = ("+subscribe", "+unsubscribe", "+psubscribe", "+punsubscribe")
 
-# The journal's consumer group (storage) and its dead-letter stream.
-JOURNAL_GROUP = ("+xgroup|create", "+xreadgroup", "+xautoclaim", "+xack")
+# The journal's consumer group (storage) and its dead-letter stream; XINFO tells storage when
+# the journal dropped entries before it read them.
+JOURNAL_GROUP = (
+    "+xgroup|create",
+    "+xreadgroup",
+    "+xautoclaim",
+    "+xack",
+    "+xinfo|stream",
+    "+xinfo|groups",
+)
 
 # Heartbeat keys, execution's state (signal decisions, fills published, the kill switch),
 # `status`. HGET reads the hash of fills that versions before the key per fill wrote.

@@ -126,6 +126,39 @@ class JournalReader:
     def stop(self) -> None:
         self._stopping.set()
 
+    async def dropped_unread(self) -> int | None:
+        """How many entries the journal has dropped (trimmed to its MAXLEN) before this group
+        read them, since the group was created; None when that cannot be told right now.
+
+        Redis counts the entries added to the stream and those delivered to the group
+        (`entries-added`, `entries-read`); their difference is what was dropped unread plus what
+        waits unread. What waits is known at two moments: none when the group has been given
+        the newest entry, all of the stream when even its oldest is newer than that. Reading the
+        stream before and after the group makes each case exact, whatever arrives meanwhile.
+        (Entries trimmed after they were read come back empty and are dead-lettered instead.)
+        Redis before 7.0 keeps no such counts: None. A group that has read nothing yet counts
+        what was dropped before its first read only until then: Redis then estimates the count
+        it read from the stream as it is.
+        """
+        before: Any = await self.redis.xinfo_stream(self.channels.journal)
+        groups: Any = await self.redis.xinfo_groups(self.channels.journal)
+        after: Any = await self.redis.xinfo_stream(self.channels.journal)
+        group = next((g for g in groups if _text(g["name"]) == self.group), None)
+        if group is None or "entries-read" not in group or "entries-added" not in after:
+            return None
+        delivered = _stream_id(group["last-delivered-id"])
+        read = group["entries-read"]
+        if read is None:  # known only for a group that was never given anything
+            if delivered != (0, 0):
+                return None
+            read = 0
+        if delivered >= _stream_id(after["last-generated-id"]):  # nothing waits
+            return max(0, int(after["entries-added"]) - int(read))
+        first = before.get("recorded-first-entry-id")
+        if before["length"] and first is not None and _stream_id(first) > delivered:
+            return max(0, int(before["entries-added"]) - int(read) - int(before["length"]))
+        return None
+
     async def drain(self) -> int:
         """Handle every entry already in the journal, without waiting for new ones; how many.
 
@@ -345,6 +378,15 @@ class JournalReader:
 
 class HandlerFailed(Exception):
     """The handler failed on every entry of a batch; it stays pending and is retried."""
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _stream_id(value: bytes | str) -> tuple[int, int]:
+    milliseconds, _, sequence = _text(value).partition("-")
+    return int(milliseconds), int(sequence or 0)
 
 
 def _is_nogroup(error: BaseException) -> bool:

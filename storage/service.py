@@ -9,10 +9,11 @@ from datetime import UTC, datetime, timedelta
 
 import redis.asyncio as aioredis
 import structlog
+from redis.exceptions import ResponseError
 from sqlalchemy import Engine
 
 from config import StorageSettings, masked_url
-from event_bus import Channels, JournalEntry, JournalReader
+from event_bus import CONNECTION_ERRORS, Channels, JournalEntry, JournalReader
 from event_bus.tasks import cancel_and_wait
 from storage.engine import make_engine
 from storage.migrate import upgrade_database
@@ -23,6 +24,7 @@ log = structlog.get_logger()
 
 GROUP = "storage"
 PRUNE_EVERY_SECONDS = 3_600.0  # with TICK_RETENTION_DAYS: a pass at start, then hourly
+WATCH_EVERY_SECONDS = 10.0  # how often storage looks for journal entries dropped unstored
 
 
 class StorageService:
@@ -50,6 +52,7 @@ class StorageService:
         stop_timeout: float = 10.0,
         tick_retention_days: float = 0.0,
         prune_every_seconds: float = PRUNE_EVERY_SECONDS,
+        watch_every_seconds: float = WATCH_EVERY_SECONDS,
     ) -> None:
         self.engine = engine
         self.writer = RowWriter(engine)
@@ -65,12 +68,14 @@ class StorageService:
         self.stop_timeout = stop_timeout
         self.tick_retention_days = tick_retention_days
         self.prune_every_seconds = prune_every_seconds
+        self.watch_every_seconds = watch_every_seconds
         self.rows_offered = 0
         self.ticks_pruned = 0
         self._task: asyncio.Task[None] | None = None
-        self._pruning: asyncio.Task[None] | None = None
+        self.journal_dropped = 0  # entries the journal dropped before they were read, all told
+        self._chores: list[asyncio.Task[None]] = []  # the journal watch, the ticks' pruning
         self._stop_pruning = threading.Event()  # seen by the pass in its thread, between chunks
-        self._pruning_stopped = asyncio.Event()  # ends the wait for the next pass
+        self._chores_stopped = asyncio.Event()  # ends their waits for the next round
 
     def vital_tasks(self) -> list[asyncio.Task[None]]:
         """Background tasks that must not end while this runs; the daemon watches them."""
@@ -82,6 +87,8 @@ class StorageService:
             "events_stored": str(self.reader.handled),
             "dead_lettered": str(self.reader.dead_lettered),
         }
+        if self.journal_dropped:
+            detail["journal_dropped"] = str(self.journal_dropped)
         if self.tick_retention_days:
             detail["ticks_pruned"] = str(self.ticks_pruned)
         return detail
@@ -94,8 +101,10 @@ class StorageService:
         self._task = asyncio.create_task(self.reader.run(), name="storage:journal")
         self._task.add_done_callback(_log_crash)
         if self.tick_retention_days:
-            self._pruning = asyncio.create_task(self._prune_periodically(), name="storage:prune")
-            self._pruning.add_done_callback(_log_crash)
+            self._chores.append(asyncio.create_task(self._prune(), name="storage:prune"))
+        self._chores.append(asyncio.create_task(self._watch_journal(), name="storage:watch"))
+        for chore in self._chores:
+            chore.add_done_callback(_log_crash)
         log.info(
             "storage_started",
             url=masked_url(self.engine.url.render_as_string(hide_password=False)),
@@ -109,7 +118,7 @@ class StorageService:
         if self._task is None:
             return
         self.reader.stop()
-        await self._stop_prune()
+        await self._stop_chores()
         task, self._task = self._task, None
         done, _ = await asyncio.wait([task], timeout=self.stop_timeout)
         if done:
@@ -128,8 +137,8 @@ class StorageService:
         self.engine.dispose()
         log.info("storage_stopped", handled=self.reader.handled, rows=self.rows_offered)
 
-    async def _prune_periodically(self) -> None:
-        while not self._pruning_stopped.is_set():
+    async def _prune(self) -> None:
+        while not self._chores_stopped.is_set():
             cutoff = datetime.now(UTC) - timedelta(days=self.tick_retention_days)
             try:
                 pruned = await asyncio.to_thread(
@@ -141,21 +150,50 @@ class StorageService:
                 self.ticks_pruned += pruned
                 if pruned:
                     log.info("ticks_pruned", rows=pruned, older_than=cutoff.isoformat())
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._pruning_stopped.wait(), self.prune_every_seconds)
+            await self._wait_unless_stopped(self.prune_every_seconds)
 
-    async def _stop_prune(self) -> None:
-        """Let the pass in hand finish its chunk (its thread cannot be cancelled), within the stop
+    async def _watch_journal(self) -> None:
+        """Say when the journal dropped entries (JOURNAL_MAXLEN) before storage read them: they
+        are not in the database. Each is told once, across restarts: how many were told is kept
+        beside the rest of the state, in Redis."""
+        redis, told_key = self.reader.redis, self.reader.channels.state_key("journal_dropped")
+        while not self._chores_stopped.is_set():
+            try:
+                dropped = await self.reader.dropped_unread()
+                if dropped is not None:
+                    told = int(await redis.get(told_key) or 0)
+                    self.journal_dropped = dropped
+                    if dropped > told:
+                        log.error(
+                            "journal_entries_lost",
+                            count=dropped - told,
+                            dropped_since_the_group_began=dropped,
+                            stream=self.reader.channels.journal,
+                            hint="the journal (JOURNAL_MAXLEN) dropped them before storage read"
+                            " them, so they are not in the database: storage was that far behind",
+                        )
+                    if dropped != told:
+                        await redis.set(told_key, dropped)
+            except (*CONNECTION_ERRORS, ResponseError, ValueError) as error:
+                log.debug("journal_watch_failed", error=str(error))  # the reader says why
+            await self._wait_unless_stopped(self.watch_every_seconds)
+
+    async def _wait_unless_stopped(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._chores_stopped.wait(), seconds)
+
+    async def _stop_chores(self) -> None:
+        """Let a pruning pass finish its chunk (its thread cannot be cancelled), within the stop
         timeout, before the engine is disposed of."""
-        if self._pruning is None:
-            return
         self._stop_pruning.set()
-        self._pruning_stopped.set()
-        pruning, self._pruning = self._pruning, None
-        _, late = await asyncio.wait([pruning], timeout=self.stop_timeout)
+        self._chores_stopped.set()
+        chores, self._chores = self._chores, []
+        if not chores:
+            return
+        _, late = await asyncio.wait(chores, timeout=self.stop_timeout)
         if late:
-            log.warning("storage_prune_stop_timed_out", timeout_seconds=self.stop_timeout)
-            await cancel_and_wait(pruning, timeout=1.0)
+            log.warning("storage_chores_stop_timed_out", timeout_seconds=self.stop_timeout)
+            await cancel_and_wait(*late, timeout=1.0)
 
     async def store(self, entries: list[JournalEntry]) -> None:
         """The journal handler: one transaction per batch, in a worker thread."""

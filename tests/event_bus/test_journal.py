@@ -355,3 +355,38 @@ async def _pending_is(client: aioredis.Redis, channels: Channels, count: int) ->
         if "NOGROUP" not in str(error):
             raise
         return False
+
+
+async def test_entries_the_journal_dropped_before_they_were_read_are_counted(
+    redis_url: str, channels: Channels, client: aioredis.Redis
+) -> None:
+    """A reader 10 entries in, the journal trimmed to its last 5 of 25: the 10 it had not read
+    and no longer can are counted, while it waits behind the gap and once it is past it; the
+    count is cumulative (the next drop adds to it)."""
+    ids = await publish_fills(redis_url, channels, 25)
+    store = Store()
+    journal = reader(client, channels, store, batch_size=10)
+    assert await journal.dropped_unread() is None  # no group yet
+    await journal.read_once()
+    assert await journal.dropped_unread() is None  # 15 wait: cannot tell what is gone
+    await client.xtrim(channels.journal, maxlen=5, approximate=False)
+    assert await journal.dropped_unread() == 10  # behind the gap
+    await read_until_idle(journal)
+    assert store.ids == ids[:10] + ids[20:]
+    assert await journal.dropped_unread() == 10  # caught up
+    more = await publish_fills(redis_url, channels, 4, start=25)
+    await client.xtrim(channels.journal, maxlen=1, approximate=False)
+    await read_until_idle(journal)
+    assert store.ids[-1:] == more[-1:]
+    assert await journal.dropped_unread() == 13
+
+
+async def test_a_group_that_read_nothing_counts_what_was_dropped_from_the_start(
+    redis_url: str, channels: Channels, client: aioredis.Redis
+) -> None:
+    await client.xgroup_create(channels.journal, "storage", id="0", mkstream=True)
+    journal = reader(client, channels, Store())
+    assert await journal.dropped_unread() == 0
+    await publish_fills(redis_url, channels, 8)
+    await client.xtrim(channels.journal, maxlen=3, approximate=False)
+    assert await journal.dropped_unread() == 5

@@ -17,6 +17,7 @@ from redis.exceptions import ResponseError
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
+from structlog.testing import capture_logs
 
 from config import StorageSettings
 from event_bus import CONNECTION_ERRORS, Channels, JournalEntry
@@ -338,3 +339,34 @@ def test_order_update_of_an_external_order_is_keyed_by_its_perm_id(engine: Engin
     RowWriter(engine).write(entries([done]))
 
     assert todays_orders(engine, now=T0) == [done]
+
+
+async def test_entries_the_journal_dropped_unstored_are_told_once_across_restarts(
+    engine: Engine, client: aioredis.Redis, channels: Channels, redis_url: str
+) -> None:
+    """Storage away while the journal wrapped (JOURNAL_MAXLEN): at its start it stores what is
+    left and says, in one error line, how many events the journal dropped before it could;
+    `status` shows the count; a restart does not tell it again."""
+    earlier = service(engine, client, channels)
+    await publish(redis_url, channels, ticks(5))
+    await read_until_idle(earlier)  # storage ran, then stopped
+    await publish(redis_url, channels, ticks(30, start=5))
+    await client.xtrim(channels.journal, maxlen=10, approximate=False)
+    with capture_logs() as logs:
+        storage = service(engine, client, channels, watch_every_seconds=0.02)
+        await storage.start()
+        try:
+            await eventually(lambda: storage.journal_dropped == 20, message="dropped seen")
+            await eventually(lambda: storage.reader.handled == 10, message="what is left stored")
+            assert storage.status()["journal_dropped"] == "20"
+        finally:
+            await storage.stop()
+        restarted = service(engine, client, channels, watch_every_seconds=0.02)
+        await restarted.start()
+        try:
+            await eventually(lambda: restarted.journal_dropped == 20, message="seen again")
+        finally:
+            await restarted.stop()
+    lost = [line for line in logs if line["event"] == "journal_entries_lost"]
+    assert [(line["log_level"], line["count"]) for line in lost] == [("error", 20)]
+    assert row_counts(engine)["ticks"] == 15
