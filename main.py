@@ -181,7 +181,7 @@ MODULE_STOP_SECONDS = 15.0
 def build_module(name: str, settings: Settings, bus: RedisEventBus) -> Module:
     """The one place each module is built from its own settings section."""
     if name == "storage":
-        return build_storage(settings.storage, bus.redis, bus.channels)
+        return build_storage(settings.storage, bus.redis, bus.channels, bus.publish)
     if name == "execution":
         execution = settings.execution
         if "allowed_symbols" not in execution.model_fields_set:

@@ -7,7 +7,7 @@ import contextlib
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis.asyncio as aioredis
 import structlog
@@ -28,6 +28,13 @@ class JournalEntry:
     entry_id: str
     channel: str
     event: Event
+
+
+class Dropped(NamedTuple):
+    """What `JournalReader.dropped_unread` found."""
+
+    entries: int  # dropped by the journal before the group read them, since it began
+    caught_up: bool  # given the newest entry and acknowledged all it was given (else behind)
 
 
 BatchHandler = Callable[[list[JournalEntry]], Awaitable[None]]
@@ -126,7 +133,7 @@ class JournalReader:
     def stop(self) -> None:
         self._stopping.set()
 
-    async def dropped_unread(self) -> int | None:
+    async def dropped_unread(self) -> Dropped | None:
         """How many entries the journal has dropped (trimmed to its MAXLEN) before this group
         read them, since the group was created; None when that cannot be told right now.
 
@@ -153,10 +160,12 @@ class JournalReader:
                 return None
             read = 0
         if delivered >= _stream_id(after["last-generated-id"]):  # nothing waits
-            return max(0, int(after["entries-added"]) - int(read))
+            done = not int(group["pending"])
+            return Dropped(max(0, int(after["entries-added"]) - int(read)), caught_up=done)
         first = before.get("recorded-first-entry-id")
         if before["length"] and first is not None and _stream_id(first) > delivered:
-            return max(0, int(before["entries-added"]) - int(read) - int(before["length"]))
+            unread = int(before["entries-added"]) - int(read) - int(before["length"])
+            return Dropped(max(0, unread), caught_up=False)
         return None
 
     async def drain(self) -> int:

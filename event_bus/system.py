@@ -27,10 +27,12 @@ class Heartbeat(Event):
 @register
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ControlCommand(Event):
-    """An operator command on `trading:control`: the kill switch."""
+    """A command on `trading:control`: the kill switch (`halt`, `resume`), or `republish`: execution
+    publishes every order state and fill the broker reports again (storage asks for it when the
+    journal dropped events before it stored them)."""
 
     kind = "control"
 
-    command: Literal["halt", "resume"]
+    command: Literal["halt", "resume", "republish"]
     reason: str = ""
     issued_by: str = "operator"

@@ -44,6 +44,7 @@ class FillDesk:
         self._on_fill = on_fill
         self._queue: asyncio.Queue[tuple[Fill, Commission | None] | str] = asyncio.Queue()
         self._states: dict[str, str] = {}  # execution id -> publication state (mirror of state)
+        self._forced: set[str] = set()  # execution ids to publish again (`republish`)
         self._waiting: dict[str, Fill] = {}  # execution id -> fill held for its commission
         self._timers: dict[str, asyncio.TimerHandle] = {}  # execution id -> its deadline
         self._worker: asyncio.Task[None] | None = None
@@ -51,6 +52,12 @@ class FillDesk:
     @property
     def worker(self) -> asyncio.Task[None] | None:
         return self._worker
+
+    def republish(self, execution_ids: set[str]) -> None:
+        """Publish these executions again when next reported, whatever was published before
+        (storage lost them); storage keeps one row per execution id."""
+        self._states.clear()
+        self._forced |= execution_ids
 
     def forget_publications(self) -> None:
         """Redis lost its data (and with it what storage had not read): the next report of an
@@ -136,6 +143,8 @@ class FillDesk:
         await self._publish(fill, FILL_WITHOUT_COMMISSION)
 
     async def _publication_state(self, execution_id: str) -> str | None:
+        if execution_id in self._forced:
+            return None
         if execution_id in self._states:
             return self._states[execution_id]
         try:
@@ -148,6 +157,7 @@ class FillDesk:
         return state
 
     async def _publish(self, fill: Fill, state: str) -> None:
+        self._forced.discard(fill.execution_id)
         self._states[fill.execution_id] = state
         self._emit(fill)
         self._on_fill(fill)

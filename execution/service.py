@@ -124,6 +124,7 @@ class ExecutionService:
         # signal id -> (IB order id, symbol) of each order sent that the broker has not answered
         self._placed: dict[str, tuple[int, str]] = {}
         self._published: dict[str, tuple[OrderStatus, float]] = {}  # order key -> (status, filled)
+        self._republish_due = False  # asked to publish everything again, not yet done
         self._acknowledged: set[str] = set()  # order keys IB has acknowledged
         self._marks: dict[str, float] = {}  # symbol -> last price (ticks, else fills)
         # symbols with a position (None: not known yet): only their ticks move today's P&L
@@ -571,8 +572,26 @@ class ExecutionService:
         )
         if event.command == "halt":
             await self._apply_halt(event)
-        else:
+        elif event.command == "resume":
             await self._resume(event)
+        else:
+            await self._republish()
+
+    async def _republish(self) -> None:
+        """Publish every order state and fill the broker reports again: storage asks when the
+        journal dropped events before it stored them (it keeps one row per fill and the latest
+        state of each order). Done now if connected, else at the next connection."""
+        self._republish_due = True
+        ready = self.connection.connected and self._synced and not self._stopping
+        if ready and await self._sync_broker(self.ib):
+            self._prepare_republish(self.ib)
+            self._reconcile(self.ib)
+
+    def _prepare_republish(self, ib: IB) -> None:
+        self._republish_due = False
+        self._published.clear()
+        self.fills.republish({fill.execution.execId for fill in ib.fills()})
+        log.warning("execution_republishing", orders=len(ib.trades()), fills=len(ib.fills()))
 
     async def _apply_halt(self, command: ControlCommand) -> None:
         changed = self._halt is None
@@ -698,6 +717,8 @@ class ExecutionService:
             if not await self._sync_broker(ib):
                 return
             await self._learn_our_refs(ib)
+            if self._republish_due:
+                self._prepare_republish(ib)
             self._reconcile(ib)
             self._synced = True
             log.info("execution_reconciled", account=self._account, halted=self.halted)

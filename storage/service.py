@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 import redis.asyncio as aioredis
@@ -13,7 +14,8 @@ from redis.exceptions import ResponseError
 from sqlalchemy import Engine
 
 from config import StorageSettings, masked_url
-from event_bus import CONNECTION_ERRORS, Channels, JournalEntry, JournalReader
+from event_bus import CONNECTION_ERRORS, Channels, Event, JournalEntry, JournalReader
+from event_bus.system import ControlCommand
 from event_bus.tasks import cancel_and_wait
 from storage.engine import make_engine
 from storage.migrate import upgrade_database
@@ -31,8 +33,9 @@ class StorageService:
     """Reads the journal stream (`Channels.journal`) as consumer group `storage` and stores
     each batch in one transaction; the reader acknowledges a batch once the commit returned.
 
-    Publishes nothing. A batch the database refuses is retried entry by entry by the reader, which
-    dead-letters (`Channels.dead_letter`) the entries that fail while others succeed.
+    Publishes nothing but `republish` (see `_watch_journal`). A batch the database refuses is
+    retried entry by entry by the reader, which dead-letters (`Channels.dead_letter`) the
+    entries that fail while others succeed.
 
     With `tick_retention_days`, ticks older than that are deleted at start and then every
     `prune_every_seconds` (`storage.retention`); everything else is kept.
@@ -53,6 +56,7 @@ class StorageService:
         tick_retention_days: float = 0.0,
         prune_every_seconds: float = PRUNE_EVERY_SECONDS,
         watch_every_seconds: float = WATCH_EVERY_SECONDS,
+        publish: Callable[[Event], Awaitable[None]] | None = None,
     ) -> None:
         self.engine = engine
         self.writer = RowWriter(engine)
@@ -69,10 +73,12 @@ class StorageService:
         self.tick_retention_days = tick_retention_days
         self.prune_every_seconds = prune_every_seconds
         self.watch_every_seconds = watch_every_seconds
+        self._publish = publish  # the bus's, for `republish`
         self.rows_offered = 0
         self.ticks_pruned = 0
         self._task: asyncio.Task[None] | None = None
         self.journal_dropped = 0  # entries the journal dropped before they were read, all told
+        self.journal_watches = 0  # rounds of `_watch_journal` done
         self._chores: list[asyncio.Task[None]] = []  # the journal watch, the ticks' pruning
         self._stop_pruning = threading.Event()  # seen by the pass in its thread, between chunks
         self._chores_stopped = asyncio.Event()  # ends their waits for the next round
@@ -154,28 +160,36 @@ class StorageService:
 
     async def _watch_journal(self) -> None:
         """Say when the journal dropped entries (JOURNAL_MAXLEN) before storage read them: they
-        are not in the database. Each is told once, across restarts: how many were told is kept
-        beside the rest of the state, in Redis."""
+        are not in the database. Once storage has caught up, ask execution to publish every
+        order state and fill the broker reports again (`republish`), which puts back what can
+        be put back. Each loss is told once across restarts: how many were is kept in Redis."""
         redis, told_key = self.reader.redis, self.reader.channels.state_key("journal_dropped")
+        logged = 0
         while not self._chores_stopped.is_set():
             try:
                 dropped = await self.reader.dropped_unread()
                 if dropped is not None:
+                    self.journal_dropped = dropped.entries
                     told = int(await redis.get(told_key) or 0)
-                    self.journal_dropped = dropped
-                    if dropped > told:
+                    if dropped.entries > max(told, logged):
+                        logged = dropped.entries
                         log.error(
                             "journal_entries_lost",
-                            count=dropped - told,
-                            dropped_since_the_group_began=dropped,
+                            count=dropped.entries - told,
+                            dropped_since_the_group_began=dropped.entries,
                             stream=self.reader.channels.journal,
                             hint="the journal (JOURNAL_MAXLEN) dropped them before storage read"
-                            " them, so they are not in the database: storage was that far behind",
+                            " them: storage was that far behind. Execution is asked to publish"
+                            " again the order states and fills the broker still reports",
                         )
-                    if dropped != told:
-                        await redis.set(told_key, dropped)
+                    if dropped.entries != told and (dropped.caught_up or dropped.entries < told):
+                        if dropped.entries > told and self._publish is not None:
+                            await self._publish(_republish(dropped.entries - told))
+                            log.warning("republish_requested", dropped=dropped.entries - told)
+                        await redis.set(told_key, dropped.entries)
             except (*CONNECTION_ERRORS, ResponseError, ValueError) as error:
                 log.debug("journal_watch_failed", error=str(error))  # the reader says why
+            self.journal_watches += 1
             await self._wait_unless_stopped(self.watch_every_seconds)
 
     async def _wait_unless_stopped(self, seconds: float) -> None:
@@ -201,7 +215,10 @@ class StorageService:
 
 
 def build_storage(
-    settings: StorageSettings, redis_client: aioredis.Redis, channels: Channels
+    settings: StorageSettings,
+    redis_client: aioredis.Redis,
+    channels: Channels,
+    publish: Callable[[Event], Awaitable[None]] | None = None,
 ) -> StorageService:
     """The storage module as `main.py` wires it; `redis_client` stays the caller's to close."""
     return StorageService(
@@ -213,6 +230,15 @@ def build_storage(
         block_ms=settings.storage_block_ms,
         stop_timeout=settings.storage_stop_timeout_seconds,
         tick_retention_days=settings.tick_retention_days,
+        publish=publish,
+    )
+
+
+def _republish(dropped: int) -> ControlCommand:
+    return ControlCommand(
+        command="republish",
+        reason=f"the journal dropped {dropped} events before storage stored them",
+        issued_by="storage",
     )
 
 

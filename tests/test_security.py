@@ -137,7 +137,7 @@ async def _exercise_daemon_bus(url: str, channels: Channels) -> None:
         while len(_not_heartbeats(stored)) < len(events):
             await reader.read_once()
         # XINFO, storage's watch of the journal, is allowed (None: a Redis before 7.0)
-        assert await reader.dropped_unread() in (0, None)
+        assert await reader.dropped_unread() in ((0, True), None)
         assert (reader.dead_lettered, len(await bus.redis.xrange(channels.dead_letter))) == (1, 1)
         assert await state.claim("signal-1", "placed") is True
         await state.set_fill_state("execution-1", "published")

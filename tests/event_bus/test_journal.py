@@ -370,15 +370,15 @@ async def test_entries_the_journal_dropped_before_they_were_read_are_counted(
     await journal.read_once()
     assert await journal.dropped_unread() is None  # 15 wait: cannot tell what is gone
     await client.xtrim(channels.journal, maxlen=5, approximate=False)
-    assert await journal.dropped_unread() == 10  # behind the gap
+    assert await journal.dropped_unread() == (10, False)  # behind the gap
     await read_until_idle(journal)
     assert store.ids == ids[:10] + ids[20:]
-    assert await journal.dropped_unread() == 10  # caught up
+    assert await journal.dropped_unread() == (10, True)  # caught up
     more = await publish_fills(redis_url, channels, 4, start=25)
     await client.xtrim(channels.journal, maxlen=1, approximate=False)
     await read_until_idle(journal)
     assert store.ids[-1:] == more[-1:]
-    assert await journal.dropped_unread() == 13
+    assert await journal.dropped_unread() == (13, True)
 
 
 async def test_a_group_that_read_nothing_counts_what_was_dropped_from_the_start(
@@ -386,7 +386,7 @@ async def test_a_group_that_read_nothing_counts_what_was_dropped_from_the_start(
 ) -> None:
     await client.xgroup_create(channels.journal, "storage", id="0", mkstream=True)
     journal = reader(client, channels, Store())
-    assert await journal.dropped_unread() == 0
+    assert await journal.dropped_unread() == (0, True)
     await publish_fills(redis_url, channels, 8)
     await client.xtrim(channels.journal, maxlen=3, approximate=False)
-    assert await journal.dropped_unread() == 5
+    assert await journal.dropped_unread() == (5, False)

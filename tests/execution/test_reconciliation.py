@@ -8,7 +8,8 @@ import pytest
 from ib_async import LimitOrder, Stock
 
 from event_bus.system import ControlCommand
-from execution.model import OrderUpdate, PositionSnapshot, RiskRejection, TradingHalted
+from execution.model import Fill, OrderUpdate, PositionSnapshot, RiskRejection, TradingHalted
+from execution.state import FILL_COMPLETE, MemoryExecutionState
 from ibsim import Simulator
 from market_data.model import Tick
 from strategy.model import TradeSignal
@@ -135,3 +136,42 @@ async def test_external_orders_are_reported_and_left_alone(
     await eventually(lambda: len(sim.broker.active_orders()) == 1)
     [still_working] = sim.broker.active_orders()
     assert (still_working.client_id, still_working.symbol) == (3, "MSFT")
+
+
+async def test_republish_publishes_every_fill_and_order_state_again_once(
+    make_service: Any, sim: Simulator
+) -> None:
+    """`republish` (storage lost events from the journal): each fill the broker reports is
+    published again, with its id and commission, and each order's latest state, though the
+    durable state says they were; then they are settled again, not published a third time."""
+    state = MemoryExecutionState()
+    running: Running = await make_service(state=state)
+    await running.mark("AAPL", 190.0)
+    signal = TradeSignal(symbol="AAPL", action="BUY", quantity=10)
+    await running.publish(signal)
+    await eventually(
+        lambda: [f.commission is not None for f in running.events(Fill)] == [True],
+        message="filled with its commission",
+    )
+    await eventually(lambda: running.events(OrderUpdate)[-1].status == "filled")
+    [fill] = running.events(Fill)
+    orders_before = len(running.events(OrderUpdate))
+
+    await running.publish(ControlCommand(command="republish", reason="test", issued_by="storage"))
+    await eventually(lambda: len(running.events(Fill)) == 2, message="the fill again")
+    again = running.events(Fill)[1]
+    assert (again.id, again.execution_id, again.commission) == (
+        fill.id,
+        fill.execution_id,
+        fill.commission,
+    )
+    await eventually(
+        lambda: len(running.events(OrderUpdate)) > orders_before, message="the order again"
+    )
+    assert running.events(OrderUpdate)[-1].status == "filled"
+    assert state.fills == {fill.execution_id: FILL_COMPLETE}
+
+    await running.service.stop()
+    restarted: Running = await make_service(state=state)
+    await restarted.settle()
+    assert restarted.events(Fill) == []  # reconciled at start: nothing forced any more

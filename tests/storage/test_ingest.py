@@ -20,8 +20,8 @@ from sqlalchemy.exc import IntegrityError
 from structlog.testing import capture_logs
 
 from config import StorageSettings
-from event_bus import CONNECTION_ERRORS, Channels, JournalEntry
-from event_bus.system import Heartbeat
+from event_bus import CONNECTION_ERRORS, Channels, Event, JournalEntry
+from event_bus.system import ControlCommand, Heartbeat
 from execution.model import Fill, OrderUpdate
 from market_data.model import Bar
 from storage import StorageService, build_storage, make_engine, todays_orders, upgrade_database
@@ -345,28 +345,79 @@ async def test_entries_the_journal_dropped_unstored_are_told_once_across_restart
     engine: Engine, client: aioredis.Redis, channels: Channels, redis_url: str
 ) -> None:
     """Storage away while the journal wrapped (JOURNAL_MAXLEN): at its start it stores what is
-    left and says, in one error line, how many events the journal dropped before it could;
-    `status` shows the count; a restart does not tell it again."""
+    left, says in one error line how many events the journal dropped before it could, and,
+    caught up, asks execution to publish again what the broker still reports (`republish`);
+    `status` shows the count; a restart neither tells it nor asks again."""
     earlier = service(engine, client, channels)
     await publish(redis_url, channels, ticks(5))
     await read_until_idle(earlier)  # storage ran, then stopped
     await publish(redis_url, channels, ticks(30, start=5))
     await client.xtrim(channels.journal, maxlen=10, approximate=False)
-    with capture_logs() as logs:
-        storage = service(engine, client, channels, watch_every_seconds=0.02)
+    asked: list[Event] = []
+
+    async def record(event: Event) -> None:
+        asked.append(event)
+
+    async def run(stores: int) -> None:
+        storage = service(engine, client, channels, watch_every_seconds=0.02, publish=record)
         await storage.start()
         try:
-            await eventually(lambda: storage.journal_dropped == 20, message="dropped seen")
-            await eventually(lambda: storage.reader.handled == 10, message="what is left stored")
+            await eventually(lambda: storage.reader.handled == stores, message="what is left")
+            looks = storage.journal_watches
+            await eventually(lambda: storage.journal_watches >= looks + 2, message="a full look")
             assert storage.status()["journal_dropped"] == "20"
         finally:
             await storage.stop()
-        restarted = service(engine, client, channels, watch_every_seconds=0.02)
-        await restarted.start()
-        try:
-            await eventually(lambda: restarted.journal_dropped == 20, message="seen again")
-        finally:
-            await restarted.stop()
+
+    with capture_logs() as logs:
+        await run(stores=10)
+        assert len(asked) == 1
+        await run(stores=0)  # the restart
     lost = [line for line in logs if line["event"] == "journal_entries_lost"]
     assert [(line["log_level"], line["count"]) for line in lost] == [("error", 20)]
+    [command] = asked
+    assert isinstance(command, ControlCommand)
+    assert (command.command, command.issued_by) == ("republish", "storage")
+    assert "20 events" in command.reason
     assert row_counts(engine)["ticks"] == 15
+
+
+async def test_republish_is_asked_only_once_storage_has_caught_up(
+    engine: Engine, client: aioredis.Redis, channels: Channels, redis_url: str
+) -> None:
+    """Behind the gap (the database slow, here held), the loss is told at once but execution is
+    asked to publish again only when storage has stored what is left: what it publishes again
+    must not queue up behind a backlog the journal may drop as well."""
+    earlier = service(engine, client, channels)
+    await publish(redis_url, channels, ticks(5))
+    await read_until_idle(earlier)
+    await publish(redis_url, channels, ticks(30, start=5))
+    await client.xtrim(channels.journal, maxlen=10, approximate=False)
+    asked: list[Event] = []
+
+    async def record(event: Event) -> None:
+        asked.append(event)
+
+    storage = service(engine, client, channels, watch_every_seconds=0.02, publish=record)
+    gate = asyncio.Event()
+    store = storage.store
+
+    async def held(entries: list[JournalEntry]) -> None:
+        await gate.wait()
+        await store(entries)
+
+    storage.reader.handler = held
+    with capture_logs() as logs:
+        await storage.start()
+        try:
+            await eventually(
+                lambda: any(line["event"] == "journal_entries_lost" for line in logs),
+                message="the loss told",
+            )
+            looks = storage.journal_watches
+            await eventually(lambda: storage.journal_watches >= looks + 2, message="a full look")
+            assert asked == []
+            gate.set()
+            await eventually(lambda: len(asked) == 1, message="asked once caught up")
+        finally:
+            await storage.stop()
