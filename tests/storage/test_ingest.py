@@ -26,7 +26,7 @@ from execution.model import Fill, OrderUpdate
 from market_data.model import Bar
 from storage import StorageService, build_storage, make_engine, todays_orders, upgrade_database
 from storage.writer import RowWriter
-from tests.helpers import eventually
+from tests.helpers import eventually, redis_keeps_stream_counts
 from tests.storage.conftest import POSTGRES_URL, postgres_answers, publish
 from tests.storage.samples import T0, by_id, every_kind, row_counts, stored_events, ticks
 
@@ -347,7 +347,9 @@ async def test_entries_the_journal_dropped_unstored_are_told_once_across_restart
     """Storage away while the journal wrapped (JOURNAL_MAXLEN): at its start it stores what is
     left, says in one error line how many events the journal dropped before it could, and,
     caught up, asks execution to publish again what the broker still reports (`republish`);
-    `status` shows the count; a restart neither tells it nor asks again."""
+    `status` shows the count; a restart neither tells it nor asks again. (Redis before 7.0, the
+    bundled server, keeps no counts: nothing is told or asked there.)"""
+    counts = await redis_keeps_stream_counts(client)
     earlier = service(engine, client, channels)
     await publish(redis_url, channels, ticks(5))
     await read_until_idle(earlier)  # storage ran, then stopped
@@ -365,14 +367,17 @@ async def test_entries_the_journal_dropped_unstored_are_told_once_across_restart
             await eventually(lambda: storage.reader.handled == stores, message="what is left")
             looks = storage.journal_watches
             await eventually(lambda: storage.journal_watches >= looks + 2, message="a full look")
-            assert storage.status()["journal_dropped"] == "20"
+            assert storage.status().get("journal_dropped") == ("20" if counts else None)
         finally:
             await storage.stop()
 
     with capture_logs() as logs:
         await run(stores=10)
-        assert len(asked) == 1
+        assert len(asked) == counts
         await run(stores=0)  # the restart
+    if not counts:
+        assert asked == [] and not [line for line in logs if line["log_level"] == "error"]
+        return
     lost = [line for line in logs if line["event"] == "journal_entries_lost"]
     assert [(line["log_level"], line["count"]) for line in lost] == [("error", 20)]
     [command] = asked
@@ -388,6 +393,8 @@ async def test_republish_is_asked_only_once_storage_has_caught_up(
     """Behind the gap (the database slow, here held), the loss is told at once but execution is
     asked to publish again only when storage has stored what is left: what it publishes again
     must not queue up behind a backlog the journal may drop as well."""
+    if not await redis_keeps_stream_counts(client):  # the test above checks what it does there
+        pytest.skip("Redis before 7.0 (the bundled server) keeps no stream counts to tell by")
     earlier = service(engine, client, channels)
     await publish(redis_url, channels, ticks(5))
     await read_until_idle(earlier)
