@@ -78,19 +78,10 @@ async def test_demo_refuses_a_redis_and_prefix_a_daemon_already_runs_on(
             interval_seconds=5.0,
         )
         await client.set(channels.heartbeat_key("execution"), Codec().encode(beat), px=60_000)
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            str(MAIN),
-            "demo",
-            "--duration",
-            "5",
-            cwd=tmp_path,
-            env=_environment(REDIS_URL=redis_url, CHANNEL_PREFIX=channels.prefix),
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
+        returncode, stdout, stderr = await refused_demo(
+            tmp_path, REDIS_URL=redis_url, CHANNEL_PREFIX=channels.prefix
         )
-        stdout, stderr = await asyncio.wait_for(process.communicate(), 60)
-        assert (process.returncode, stdout) == (2, b""), stderr.decode()[-2000:]
+        assert (returncode, stdout) == (2, b""), stderr.decode()[-2000:]
         [line] = [json.loads(text) for text in stderr.decode().splitlines()]
         assert (line["event"], line["level"], line["modules"]) == (
             "demo_refused",
@@ -111,23 +102,13 @@ async def test_demo_refuses_a_database_with_another_accounts_fills(
     naming the account, having published nothing and stored nothing."""
     database = tmp_path / "trading.db"
     _database_with_a_fill_of(database, "U7654321")
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        str(MAIN),
-        "demo",
-        "--duration",
-        "5",
-        cwd=tmp_path,
-        env=_environment(
-            REDIS_URL=redis_url,
-            CHANNEL_PREFIX=channels.prefix,
-            DATABASE_URL=f"sqlite:///{database}",
-        ),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
+    returncode, stdout, stderr = await refused_demo(
+        tmp_path,
+        REDIS_URL=redis_url,
+        CHANNEL_PREFIX=channels.prefix,
+        DATABASE_URL=f"sqlite:///{database}",
     )
-    stdout, stderr = await asyncio.wait_for(process.communicate(), 60)
-    assert (process.returncode, stdout) == (2, b""), stderr.decode()[-2000:]
+    assert (returncode, stdout) == (2, b""), stderr.decode()[-2000:]
     [line] = [json.loads(text) for text in stderr.decode().splitlines()]
     assert (line["event"], line["level"]) == ("demo_refused", "error")
     assert "U7654321" in line["reason"] and "DATABASE_URL" in line["reason"]
@@ -137,6 +118,23 @@ async def test_demo_refuses_a_database_with_another_accounts_fills(
         assert await client.exists(channels.journal) == 0
     finally:
         await client.aclose()
+
+
+async def refused_demo(workdir: Path, **settings: str) -> tuple[int | None, bytes, bytes]:
+    """`demo --duration 5` expected to refuse at once: (exit code, stdout, stderr)."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(MAIN),
+        "demo",
+        "--duration",
+        "5",
+        cwd=workdir,
+        env=_environment(**settings),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await asyncio.wait_for(process.communicate(), 60)
+    return process.returncode, stdout, stderr
 
 
 def _database_with_a_fill_of(path: Path, account: str) -> None:

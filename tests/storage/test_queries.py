@@ -46,6 +46,20 @@ def fill(n: int, symbol: str, side: str, quantity: float, price: float, **extra:
     )
 
 
+def submitted_order(**fields: object) -> OrderUpdate:
+    """A market BUY of 10 AAPL the broker has accepted, at T0."""
+    return OrderUpdate(
+        ts=T0,
+        symbol="AAPL",
+        signal_id="sig-1",
+        status="submitted",
+        action="BUY",
+        quantity=10,
+        order_type="MKT",
+        **fields,  # type: ignore[arg-type]
+    )
+
+
 FILLS = [
     fill(1, "AAPL", "BUY", 10, 100.10, commission=1.0),
     fill(2, "AAPL", "BUY", 10, 110.30, commission=1.0),  # average cost 105.20
@@ -74,15 +88,7 @@ def test_positions_and_realized_pnl_by_average_cost(engine: Engine) -> None:
 def test_todays_orders_fills_and_open_orders(engine: Engine) -> None:
     """Orders and fills since midnight UTC, and the orders still working, as events."""
     yesterday = T0 - timedelta(days=1)
-    order = OrderUpdate(
-        ts=T0,
-        symbol="AAPL",
-        signal_id="sig-1",
-        status="submitted",
-        action="BUY",
-        quantity=10,
-        order_type="MKT",
-    )
+    order = submitted_order()
     old = replace(order, id="old", ts=yesterday, signal_id="sig-0", status="filled")
     done = replace(order, id="done", signal_id="sig-2", status="cancelled")
     today_fill, old_fill = FILLS[0], replace(FILLS[1], executed_at=yesterday)
@@ -100,16 +106,7 @@ def test_stored_accounts_of_orders_and_fills(database_url: str) -> None:
     try:
         upgrade_database(engine)
         assert stored_accounts(engine) == set()
-        order = OrderUpdate(
-            ts=T0,
-            symbol="AAPL",
-            signal_id="sig-1",
-            status="submitted",
-            action="BUY",
-            quantity=10,
-            order_type="MKT",
-            account="U1111111",
-        )
+        order = submitted_order(account="U1111111")
         write(engine, [order, FILLS[0], replace(FILLS[1], account="U2222222")])
         assert stored_accounts(engine) == {"U1111111", "U2222222", ""}
     finally:
