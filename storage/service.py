@@ -164,7 +164,7 @@ class StorageService:
         order state and fill the broker reports again (`republish`), which puts back what can
         be put back. Each loss is told once across restarts: how many were is kept in Redis."""
         redis, told_key = self.reader.redis, self.reader.channels.state_key("journal_dropped")
-        logged = 0
+        logged, refused = 0, False
         while not self._chores_stopped.is_set():
             try:
                 dropped = await self.reader.dropped_unread()
@@ -188,6 +188,14 @@ class StorageService:
                             log.warning("republish_requested", dropped=dropped.entries - told)
                         await redis.set(told_key, dropped.entries)
             except (*CONNECTION_ERRORS, ResponseError, ValueError) as error:
+                if "NOPERM" in str(error) and not refused:  # an ACL from before the watch
+                    refused = True
+                    log.warning(
+                        "journal_watch_not_allowed",
+                        error=str(error),
+                        hint="the Redis user needs +xinfo|stream +xinfo|groups to tell lost"
+                        " journal entries: python -m deploy.redis_acl prints the rules",
+                    )
                 log.debug("journal_watch_failed", error=str(error))  # the reader says why
             self.journal_watches += 1
             await self._wait_unless_stopped(self.watch_every_seconds)

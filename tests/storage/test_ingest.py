@@ -428,3 +428,26 @@ async def test_republish_is_asked_only_once_storage_has_caught_up(
             await eventually(lambda: len(asked) == 1, message="asked once caught up")
         finally:
             await storage.stop()
+
+
+async def test_a_redis_user_without_xinfo_is_told_once_and_storage_goes_on(
+    engine: Engine, client: aioredis.Redis, channels: Channels, redis_url: str
+) -> None:
+    """ACL rules from before the journal watch lack XINFO: one warning saying which rules to
+    give, and storage stores as ever."""
+    storage = service(engine, client, channels, watch_every_seconds=0.01)
+
+    async def not_allowed() -> None:
+        raise ResponseError("NOPERM this user has no permissions to run the 'xinfo|stream'")
+
+    storage.reader.dropped_unread = not_allowed  # type: ignore[method-assign,assignment]
+    with capture_logs() as logs:
+        await storage.start()
+        try:
+            await publish(redis_url, channels, ticks(3))
+            await eventually(lambda: storage.reader.handled == 3, message="stored")
+            await eventually(lambda: storage.journal_watches >= 3, message="three looks")
+        finally:
+            await storage.stop()
+    warned = [line for line in logs if line["event"] == "journal_watch_not_allowed"]
+    assert len(warned) == 1 and "+xinfo|stream" in warned[0]["hint"]
