@@ -183,10 +183,11 @@ class StorageService:
                             " again the order states and fills the broker still reports",
                         )
                     if dropped.entries != told and (dropped.caught_up or dropped.entries < told):
-                        if dropped.entries > told and self._publish is not None:
-                            await self._publish(_republish(dropped.entries - told))
-                            log.warning("republish_requested", dropped=dropped.entries - told)
-                        await redis.set(told_key, dropped.entries)
+                        # swapped, so that of two storages in the group only one asks
+                        before = int(await redis.set(told_key, dropped.entries, get=True) or 0)
+                        if dropped.entries > before and self._publish is not None:
+                            await self._publish(_republish(dropped.entries - before))
+                            log.warning("republish_requested", dropped=dropped.entries - before)
             except (*CONNECTION_ERRORS, ResponseError, ValueError) as error:
                 if "NOPERM" in str(error) and not refused:  # an ACL from before the watch
                     refused = True
