@@ -55,14 +55,10 @@ class FillDesk:
 
     def republish(self, execution_ids: set[str]) -> None:
         """Publish these executions again when next reported, whatever was published before
-        (storage lost them); storage keeps one row per execution id."""
+        (Redis lost its data, or storage lost journal entries); storage keeps one row per
+        execution id."""
         self._states.clear()
         self._forced |= execution_ids
-
-    def forget_publications(self) -> None:
-        """Redis lost its data (and with it what storage had not read): the next report of an
-        execution is published again; storage keeps one row per execution id."""
-        self._states.clear()
 
     def forget_all_but(self, execution_ids: set[str]) -> None:
         """Keep the publication state of these executions only (those the broker still reports):

@@ -256,18 +256,13 @@ class ExecutionService:
         await self._outgoing.join()
 
     async def _on_redis_data_lost(self) -> None:
-        """Redis came back empty: restate the kill switch, forget what was published, and
-        reconcile with the broker again, so every fill and order state is published anew."""
+        """Redis came back empty: restate the kill switch, and publish every fill and order
+        state again (what storage had not read of the journal went with it)."""
+        log.warning("execution_restating_after_redis_data_loss")
         if self._halt is not None:
             with contextlib.suppress(*CONNECTION_ERRORS):
                 await self.state.set_halt(self.bus.codec.encode(self._halt))
-        self._published.clear()
-        self.fills.forget_publications()
-        if not self.connection.connected or self._stopping:
-            return  # the next connection reconciles anyway
-        if await self._sync_broker(self.ib):
-            self._reconcile(self.ib)
-            log.warning("execution_restated_after_redis_data_loss")
+        await self._republish()
 
     def _spawn(self, coroutine: Coroutine[Any, Any, Any], name: str) -> None:
         task = asyncio.create_task(coroutine, name=name)
@@ -578,9 +573,10 @@ class ExecutionService:
             await self._republish()
 
     async def _republish(self) -> None:
-        """Publish every order state and fill the broker reports again: storage asks when the
-        journal dropped events before it stored them (it keeps one row per fill and the latest
-        state of each order). Done now if connected, else at the next connection."""
+        """Publish every order state and fill the broker reports again, whatever was published
+        before: Redis lost its data, or storage found the journal dropped events it had not
+        stored (it keeps one row per fill and the latest state of each order). Done now if
+        reconciled with the broker, else by the reconciliation under way or the next one."""
         self._republish_due = True
         ready = self.connection.connected and self._synced and not self._stopping
         if ready and await self._sync_broker(self.ib):
@@ -722,6 +718,8 @@ class ExecutionService:
             self._reconcile(ib)
             self._synced = True
             log.info("execution_reconciled", account=self._account, halted=self.halted)
+            if self._republish_due:  # asked while this reconciliation was under way
+                self._spawn(self._republish(), "execution:republish")
         finally:
             self._first_check.set()
         if not self._caught_up:

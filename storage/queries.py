@@ -115,11 +115,8 @@ def todays_fills(url_or_engine: str | Engine, *, now: datetime | None = None) ->
 def stored_accounts(url_or_engine: str | Engine) -> set[str]:
     """The accounts of every order and fill stored (none before storage made its tables)."""
     with engine_for(url_or_engine) as engine, engine.connect() as connection:
-        tables = [
-            table
-            for table in (OrderRow, FillRow)
-            if inspect(connection).has_table(table.__tablename__)
-        ]
+        inspector = inspect(connection)
+        tables = [t for t in (OrderRow, FillRow) if inspector.has_table(t.__tablename__)]
         if not tables:
             return set()
         query = union(*(select(table.account).distinct() for table in tables))
