@@ -363,7 +363,7 @@ class Daemon:
             return {
                 **(own() if own is not None else {}),
                 "bus_published": str(sum(stats.published.values())),
-                "bus_rejected": str(sum(stats.rejected.values())),
+                "bus_rejected": str(stats.rejected_total),
                 "bus_dropped": str(sum(stats.dropped.values())),
                 "bus_connected": "yes" if self.bus.connected else "no",
             }

@@ -72,7 +72,7 @@ class InMemoryEventBus:
             if expected != channel:
                 raise EventRejected(f"{type(event).__name__} belongs on {expected}")
         except EventRejected as rejected:
-            self.stats.rejected[channel] += 1
+            self.stats.count_rejected(channel)
             self._log_rejected(channel=channel, reason=rejected.reason)
             return
         for pattern, subscription in self._routes:

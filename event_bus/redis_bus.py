@@ -667,11 +667,11 @@ class RedisEventBus:
         return event
 
     def _reject(self, channel: str, reason: str, payload: bytes) -> None:
-        self.stats.rejected[channel] += 1
+        rejected_total = self.stats.count_rejected(channel)
         self._log_rejected(
             channel=channel,
             reason=reason,
             payload=payload[:200].decode("utf-8", "replace"),
-            rejected_total=sum(self.stats.rejected.values()),
+            rejected_total=rejected_total,
         )
         return None

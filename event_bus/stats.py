@@ -14,6 +14,11 @@ if TYPE_CHECKING:
     from event_bus.events import Event
 
 
+# Rejections are counted by channel for this many distinct channels, the rest together.
+REJECTED_CHANNELS_KEPT = 1_000
+OTHER_CHANNELS = "(other channels)"
+
+
 @dataclass
 class BusStats:
     """Every counter is keyed by event type name, except where noted."""
@@ -23,13 +28,27 @@ class BusStats:
     delivered: Counter[str] = field(default_factory=Counter)
     dropped: Counter[str] = field(default_factory=Counter)  # market data dropped from the outbox
     conflated: Counter[str] = field(default_factory=Counter)  # replaced by a newer one in a queue
-    rejected: Counter[str] = field(default_factory=Counter)  # by channel: malformed payloads
+    rejected: Counter[str] = field(default_factory=Counter)  # by channel: see count_rejected
     handler_errors: Counter[str] = field(default_factory=Counter)  # by subscription name
     duplicates: Counter[str] = field(default_factory=Counter)  # seen twice (journal gap fill)
     reconnects: int = 0
     data_losses: int = 0  # Redis came back without its data
+    rejected_total: int = 0
     # Called with each event a subscription has handled (metrics' latency histogram), or None.
     on_handled: Callable[[Event], Any] | None = None
+
+    def count_rejected(self, channel: str) -> int:
+        """Counts a rejected payload by its channel and returns how many were rejected in all.
+
+        A subscribed pattern is open-ended (`trading:signal:*` matches any symbol typed), so past
+        REJECTED_CHANNELS_KEPT distinct channels the rest are counted together under
+        OTHER_CHANNELS: garbage on ever new channels cannot grow a daemon that runs for weeks.
+        """
+        if channel not in self.rejected and len(self.rejected) >= REJECTED_CHANNELS_KEPT:
+            channel = OTHER_CHANNELS
+        self.rejected[channel] += 1
+        self.rejected_total += 1
+        return self.rejected_total
 
     def snapshot(self) -> dict[str, object]:
         return {

@@ -1,10 +1,11 @@
-"""The throttled log line: bursts each logged, floods counted, the count said on the next line."""
+"""The throttled log line: bursts each logged, floods counted, the count said on the next line;
+the count of rejections bounded whatever channels garbage arrives on."""
 
 from __future__ import annotations
 
 from structlog.testing import capture_logs
 
-from event_bus.stats import ThrottledLog
+from event_bus.stats import OTHER_CHANNELS, REJECTED_CHANNELS_KEPT, BusStats, ThrottledLog
 
 
 class Clock:
@@ -35,3 +36,16 @@ def test_a_burst_is_logged_a_flood_counted_and_the_count_reported_later() -> Non
     assert logs[4].get("suppressed_since_last") is None
     assert logs[3]["log_level"] == "warning"
     assert throttled.suppressed == 2
+
+
+def test_rejections_on_ever_new_channels_are_counted_without_growing_the_counter() -> None:
+    stats = BusStats()
+    for n in range(REJECTED_CHANNELS_KEPT + 500):
+        stats.count_rejected(f"trading:signal:JUNK{n}")
+    total = stats.count_rejected("trading:signal:JUNK0")  # a channel already kept
+
+    assert total == REJECTED_CHANNELS_KEPT + 501
+    assert len(stats.rejected) == REJECTED_CHANNELS_KEPT + 1
+    assert stats.rejected["trading:signal:JUNK0"] == 2
+    assert stats.rejected[OTHER_CHANNELS] == 500
+    assert sum(stats.rejected.values()) == stats.rejected_total
