@@ -248,10 +248,27 @@ class JournalReader:
         return self._decode(entries)
 
     async def _ensure_group(self) -> None:
+        """Creates the group at the journal's start, unless it exists.
+
+        Created as having read nothing (ENTRIESREAD 0, Redis 7): Redis then counts each entry it
+        delivers, so what the journal dropped before the group's first read is counted as
+        dropped unread (`dropped_unread`) rather than estimated as read. Redis before 7.0 does
+        not take the option and keeps no counts: the group is created without it.
+        """
         if self._group_ready:
             return
         try:
-            await self.redis.xgroup_create(self.channels.journal, self.group, id="0", mkstream=True)
+            try:
+                await self.redis.xgroup_create(
+                    self.channels.journal, self.group, id="0", mkstream=True, entries_read=0
+                )
+            except ResponseError as error:
+                if "BUSYGROUP" in str(error):
+                    raise
+                # Redis 6.2: "Unknown subcommand or wrong number of arguments for 'CREATE'"
+                await self.redis.xgroup_create(
+                    self.channels.journal, self.group, id="0", mkstream=True
+                )
             log.info("journal_group_created", group=self.group, stream=self.channels.journal)
         except ResponseError as error:
             if "BUSYGROUP" not in str(error):
