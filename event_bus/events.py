@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, ClassVar
@@ -17,8 +18,15 @@ INSTRUMENT_KINDS = frozenset({"tick", "bar", "signal", "order", "fill"})
 
 
 def new_event_id() -> str:
-    """A fresh random event id (32 hex characters, 128 random bits like a UUID4)."""
-    return os.urandom(16).hex()
+    """A fresh event id: 32 hex characters, the Unix time in milliseconds (48 bits, as a UUID
+    version 7 begins) then 80 random bits.
+
+    Ids made later sort later, so the primary-key index each table keeps on them grows at its
+    end: with random ids every insert lands on a random page of an index that soon outgrows the
+    database's cache (SQLite took 19,583 rows/s for 3M ticks that way, 108,028 time-ordered;
+    BENCHMARKS.md). Unique as long as no millisecond sees anywhere near 2**40 ids.
+    """
+    return ((time.time_ns() // 1_000_000).to_bytes(6, "big") + os.urandom(10)).hex()
 
 
 def utc_now() -> datetime:

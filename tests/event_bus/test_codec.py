@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import json
+import time
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -12,7 +13,7 @@ import pytest
 
 import event_bus.system
 from event_bus.codec import Codec, EventRegistry, EventRejected, registry
-from event_bus.events import Event
+from event_bus.events import Event, new_event_id
 from event_bus.system import ControlCommand, Heartbeat
 
 T0 = datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=UTC)
@@ -173,6 +174,22 @@ def test_decode_accepts_str_and_fills_in_id_and_ts() -> None:
     assert (type(event), event.command) == (ControlCommand, "resume")  # type: ignore[attr-defined]
     assert len(event.id) == 32
     assert before <= event.ts <= after
+
+
+def test_event_ids_are_unique_and_sort_by_the_millisecond_they_were_made() -> None:
+    """Time first, so the tables' primary-key indexes grow at their end (see new_event_id)."""
+    before_ms = time.time_ns() // 1_000_000
+    ids = [new_event_id() for _ in range(50_000)]
+    while time.time_ns() // 1_000_000 == int(ids[-1][:12], 16):  # the next millisecond
+        pass
+    later = new_event_id()
+    after_ms = time.time_ns() // 1_000_000
+
+    assert len(set(ids)) == len(ids)
+    assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
+    assert before_ms <= int(ids[0][:12], 16) <= int(ids[-1][:12], 16) <= after_ms
+    assert [i[:12] for i in ids] == sorted(i[:12] for i in ids)
+    assert later > max(ids)
 
 
 HB = '"type":"Heartbeat","module":"m","host":"h","started_at":"2024-01-01T00:00:00Z"'
