@@ -1,6 +1,7 @@
 """Storage ingest: rows/s from the journal into the database, beside a raw `executemany`.
 
-`python -m bench.storage_ingest [--events N] [--batch B]`. For SQLite (a temporary file) and,
+`python -m bench.storage_ingest [--events N] [--batch B] [--preload P]`. For SQLite (a temporary
+file) and,
 when TEST_DATABASE_URL answers, PostgreSQL (a scratch schema): N ticks are published to the
 journal of a Redis (REDIS_URL, else an embedded one), then timed from the journal to committed,
 acknowledged rows by `StorageService`'s reader draining it (XREADGROUP and decoding of the next
@@ -10,6 +11,10 @@ staging table); the baseline inserts the same rows, ready-made, with the driver'
 one commit per batch of the same size, into the same table and database. Publishing is not
 timed; best of `--rounds`. What exists before the rounds (the ticks, the rows, the engine) is
 frozen out of the garbage collector, as `main.py run` freezes what start-up made.
+
+`--preload P` first stores P ticks made the same way (earlier, so with lower event ids), as a
+database that has run for a while holds: the figures of a table that has outgrown its cache,
+where every insert that lands on a page of an index other than the last ones rewrites it.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from pathlib import Path
 
 import redis
 import redis.asyncio as aioredis
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, create_engine, delete, func, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -38,6 +43,7 @@ from event_bus.embedded import EmbeddedRedis
 from main import freeze_start_up
 from market_data.model import Tick
 from storage import RowWriter, StorageService, make_engine, upgrade_database
+from storage.rows import TICKS
 
 POSTGRES_URL = os.environ.get(
     "TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -112,9 +118,24 @@ async def journal_ingest(engine: Engine, redis_url: str, ticks: list[Tick], batc
         await client.aclose()
 
 
-def clear(engine: Engine) -> None:
+def preload(engine: Engine, count: int, *, chunk: int = 50_000) -> None:
+    """Stores `count` ticks with the driver's executemany, `chunk` rows per commit."""
+    for offset in range(0, count, chunk):
+        rows = raw_rows(make_ticks(min(chunk, count - offset)), engine.dialect.name)
+        raw_executemany(engine, rows, chunk)
+
+
+def clear(engine: Engine, ticks: list[Tick], preloaded: int) -> None:
+    """Deletes the rows of `ticks`, leaving the `preloaded` ones."""
+    ids = [t.id for t in ticks]
     with engine.begin() as connection:
-        connection.execute(text("DELETE FROM ticks"))
+        for offset in range(0, len(ids), 5_000):
+            connection.execute(
+                delete(TICKS).where(TICKS.c.event_id.in_(ids[offset : offset + 5_000]))
+            )
+        left = connection.execute(select(func.count()).select_from(TICKS)).scalar_one()
+    if left != preloaded:
+        raise RuntimeError(f"{left} rows left in ticks, {preloaded} preloaded")
 
 
 def writer_only(engine: Engine, ticks: list[Tick], batch: int) -> float:
@@ -127,10 +148,14 @@ def writer_only(engine: Engine, ticks: list[Tick], batch: int) -> float:
     return time.perf_counter() - started
 
 
-async def measure(url: str, redis_url: str, count: int, batch: int, rounds: int) -> Figures:
-    """Best rows/s of `rounds` runs of each way, on the database at `url`."""
+async def measure(
+    url: str, redis_url: str, count: int, batch: int, rounds: int, preloaded: int
+) -> Figures:
+    """Best rows/s of `rounds` runs of each way, on the database at `url` holding `preloaded`
+    ticks."""
     engine = make_engine(url)
     upgrade_database(engine)
+    preload(engine, preloaded)
     ticks = make_ticks(count)
     rows = raw_rows(ticks, engine.dialect.name)
     best = {"journal": 0.0, "writer": 0.0, "raw": 0.0}
@@ -139,7 +164,7 @@ async def measure(url: str, redis_url: str, count: int, batch: int, rounds: int)
     freeze_start_up()
     for _ in range(rounds):
         for way in best:
-            clear(engine)
+            clear(engine, ticks, preloaded)
             if way == "journal":
                 seconds = await journal_ingest(engine, redis_url, ticks, batch)
             else:
@@ -150,7 +175,6 @@ async def measure(url: str, redis_url: str, count: int, batch: int, rounds: int)
                 )
             best[way] = max(best[way], count / seconds)
     gc.unfreeze()
-    clear(engine)
     engine.dispose()
     return Figures(best["journal"], best["writer"], best["raw"])
 
@@ -207,8 +231,12 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--batch", type=int, default=1_000)
     parser.add_argument("--rounds", type=int, default=3, help="best of this many runs")
+    parser.add_argument("--preload", type=int, default=0, help="ticks stored before the runs")
     options = parser.parse_args()
-    print(f"storage ingest of {options.events:,} ticks in batches of {options.batch:,} (rows/s)")
+    into = f", into {options.preload:,} ticks stored before" if options.preload else ""
+    print(
+        f"storage ingest of {options.events:,} ticks in batches of {options.batch:,}{into} (rows/s)"
+    )
     print(
         f"  {'database':<19}{'journal->rows':>14}{'writer':>10}{'raw':>10}{'j/raw':>7}{'w/raw':>7}"
     )
@@ -219,7 +247,14 @@ def main() -> None:
     ):
         for name, url in targets:
             figures = asyncio.run(
-                measure(url, redis_url, options.events, options.batch, options.rounds)
+                measure(
+                    url,
+                    redis_url,
+                    options.events,
+                    options.batch,
+                    options.rounds,
+                    options.preload,
+                )
             )
             journal, writer, raw = figures.journal, figures.writer, figures.raw
             print(
