@@ -18,6 +18,11 @@ _SQLITE_PRAGMAS = (
     "PRAGMA busy_timeout=10000",
     "PRAGMA foreign_keys=ON",
 )
+# The WAL file is cut back to this size once a checkpoint has emptied it. Without a limit it
+# keeps the largest size it ever reached: a reader that holds a snapshot for a while (a long
+# query in the `sqlite3` shell, say) stops checkpoints, the log grows with every commit
+# meanwhile, and that much disk stays taken for the life of the database.
+WAL_SIZE_LIMIT = 64 * 2**20
 
 
 def make_engine(url: str) -> Engine:
@@ -37,6 +42,7 @@ def _sqlite_pragmas(connection: Any, _record: Any) -> None:
     cursor = connection.cursor()
     for pragma in _SQLITE_PRAGMAS:
         cursor.execute(pragma)
+    cursor.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT:d}")
     cursor.close()
 
 
