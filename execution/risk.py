@@ -14,6 +14,12 @@ from strategy.model import TradeSignal
 
 SYMBOL_PATTERN = re.compile(r"[A-Z0-9][A-Z0-9.\- ]{0,20}")
 
+# The furthest ahead a signal may expire (its `expires_at`, else its `ts` plus the age limit).
+# What says a signal id was decided lives in Redis for seven days (`DECISION_TTL_SECONDS`) and
+# the broker reports only today's orders: a copy of a signal still valid after that would be
+# decided again, a second order. A `ts` a year ahead (a clock or a typo) would do the same.
+LONGEST_SIGNAL_LIFE = timedelta(days=6)
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RiskLimits:
@@ -192,6 +198,13 @@ def check_signal(signal: TradeSignal, now: datetime, limits: RiskLimits) -> Verd
         return Verdict("invalid", "a MKT signal must not carry a limit_price")
     if signal.expires_at is not None and signal.expires_at <= now:
         return Verdict("expired", f"expired at {signal.expires_at.isoformat()}")
+    expires = signal.expires_at or signal.ts + limits.signal_max_age
+    if expires - now > LONGEST_SIGNAL_LIFE:
+        return Verdict(
+            "invalid",
+            f"valid until {expires.isoformat()}, more than {LONGEST_SIGNAL_LIFE.days} days "
+            "ahead: a copy could outlive the record that it was decided",
+        )
     if signal.expires_at is None and now - signal.ts > limits.signal_max_age:
         age = (now - signal.ts).total_seconds()
         return Verdict("expired", f"{age:.0f} s old, no expires_at (limit {limits.signal_max_age})")

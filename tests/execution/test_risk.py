@@ -9,7 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from execution.decisions import KEPT_AFTER_EXPIRY
 from execution.risk import (
+    LONGEST_SIGNAL_LIFE,
     Book,
     OrderRate,
     RealizedPnl,
@@ -19,6 +21,7 @@ from execution.risk import (
     check_signal,
     unrealized_pnl,
 )
+from execution.state import DECISION_TTL_SECONDS
 from strategy.model import TradeSignal
 from tests.execution.conftest import execution_settings
 
@@ -147,6 +150,22 @@ def test_star_allows_every_symbol() -> None:
         ("fractional shares", signal(1.5), "invalid"),
         ("bad symbol", signal(symbol="aapl;"), "invalid"),
         ("market order with a limit price", signal(limit_price=10.0), "invalid"),
+        ("expires at the longest life", signal(expires_at=NOW + LONGEST_SIGNAL_LIFE), None),
+        (
+            "expires past the longest life",
+            signal(expires_at=NOW + LONGEST_SIGNAL_LIFE + timedelta(seconds=1)),
+            "invalid",
+        ),
+        (
+            "no expiry, stamped so far ahead it outlives the longest life",
+            signal(ts=NOW + LONGEST_SIGNAL_LIFE),
+            "invalid",
+        ),
+        (
+            "no expiry, stamped minutes ahead (IB's clock)",
+            signal(ts=NOW + timedelta(minutes=9)),
+            None,
+        ),
     ],
 )
 def test_signal_validation_and_expiry(
@@ -217,3 +236,9 @@ def test_realized_pnl_sums_each_day_and_forgets_days_before_yesterday() -> None:
     assert realized.on(today) == 9.0 and len(realized) == 3
     realized.record("d", today, 1.0)
     assert realized.on(today) == 10.0 and len(realized) == 3  # c, d and yesterday's y
+
+
+def test_a_signal_cannot_outlive_the_record_that_it_was_decided() -> None:
+    """The longest life, and the hour a decision is remembered after it, end before Redis
+    forgets the claim: a copy arriving later is refused as expired, never decided again."""
+    assert timedelta(seconds=DECISION_TTL_SECONDS) > LONGEST_SIGNAL_LIFE + KEPT_AFTER_EXPIRY
