@@ -8,7 +8,7 @@ import time
 from collections.abc import Coroutine
 from datetime import UTC, datetime
 from types import MappingProxyType
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import structlog
 from ib_async import IB, Trade
@@ -56,6 +56,18 @@ from market_data.model import Tick
 from strategy.model import TradeSignal
 
 log = structlog.get_logger()
+
+# The order states after which more can happen at the broker (fills, a cancel)
+STILL_WORKING: frozenset[OrderStatus] = frozenset({"submitted", "partially_filled"})
+
+
+class Published(NamedTuple):
+    """The last state published of an order."""
+
+    status: OrderStatus
+    filled: float
+    symbol: str
+    order_id: int
 
 
 class Bus(Protocol):
@@ -123,7 +135,7 @@ class ExecutionService:
         self._our_refs: set[str] = set()  # orderRefs of orders this daemon placed (any process)
         # signal id -> (IB order id, symbol) of each order sent that the broker has not answered
         self._placed: dict[str, tuple[int, str]] = {}
-        self._published: dict[str, tuple[OrderStatus, float]] = {}  # order key -> (status, filled)
+        self._published: dict[str, Published] = {}  # order key -> its last state published
         self._republish_due = False  # asked to publish everything again, not yet done
         self._acknowledged: set[str] = set()  # order keys IB has acknowledged
         self._marks: dict[str, float] = {}  # symbol -> last price (ticks, else fills)
@@ -657,11 +669,14 @@ class ExecutionService:
             # The broker answered for it: its fate is no longer in doubt, even once the broker
             # stops reporting it (a finished order, after the daily restart)
             self._placed.pop(facts.order_ref, None)
-        if status is None or self._published.get(key) == (status, facts.filled):
+        last = self._published.get(key)
+        if status is None or (
+            last is not None and (last.status, last.filled) == (status, facts.filled)
+        ):
             return key
         if status not in ("pending_submit", "rejected"):
             self._acknowledged.add(key)
-        self._published[key] = (status, facts.filled)
+        self._published[key] = Published(status, facts.filled, facts.symbol, facts.order_id)
         external = key.startswith("external:")
         log.info(
             "order_update",
@@ -791,14 +806,41 @@ class ExecutionService:
         """Shrink what is kept per order and per execution to what the broker reports on this
         connection (after IB's daily restart: today's orders and executions; `keys`: its orders'
         keys). Nothing the broker no longer reports can change or be reported again, so nothing
-        is looked up for it; and a daemon running for weeks does not grow by every order it saw."""
+        is looked up for it; and a daemon running for weeks does not grow by every order it saw.
+        An order of ours last seen working is reported first: see `_report_unreported`."""
         trades, fills = ib.trades(), ib.fills()
         refs = {t.order.orderRef for t in trades} | {f.execution.orderRef for f in fills}
         self._at_broker = {ref: seen for ref, seen in self._at_broker.items() if ref in refs}
         self._our_refs &= refs
+        for key, last in self._published.items():
+            if key not in keys and last.status in STILL_WORKING and not key.startswith("external:"):
+                self._report_unreported(key, last)
         self._published = {key: last for key, last in self._published.items() if key in keys}
         self._acknowledged &= keys
         self.fills.forget_all_but({fill.execution.execId for fill in fills})
+
+    def _report_unreported(self, signal_id: str, last: Published) -> None:
+        """An order of ours was working when the connection dropped, and the broker no longer
+        reports it at all: it finished while the daemon was away and IB's day turned before it
+        came back (its daily restart), so IB reports neither the order nor its executions.
+        Whether it filled is not known here; the operator is told, as for an order in doubt."""
+        log.error(
+            "order_no_longer_reported",
+            signal_id=signal_id,
+            order_id=last.order_id,
+            last_status=last.status,
+            filled=last.filled,
+        )
+        self._emit(
+            RiskRejection(
+                signal_id=signal_id,
+                symbol=last.symbol,
+                rule="in_doubt",
+                reason=f"order {last.order_id} was {last.status} ({last.filled:g} filled) when "
+                "the connection dropped, and IB's day turned before it came back: IB no longer "
+                "reports the order or its executions, so fills since are not known: check TWS",
+            )
+        )
 
     def _report_in_doubt(self, ib: IB) -> None:
         """Orders sent by this process that the broker does not know after a reconnect."""

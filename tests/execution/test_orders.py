@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -134,14 +135,19 @@ def in_doubt(running: Running) -> list[str]:
     return [r.signal_id for r in running.events(RiskRejection) if r.rule == "in_doubt"]
 
 
-async def reconnected(running: Running, sim: Simulator) -> None:
-    """Drop the execution's socket; return once it has connected again and reconciled."""
+async def reconnected(
+    running: Running, sim: Simulator, while_away: Callable[[], object] | None = None
+) -> None:
+    """Drop the execution's socket (and run `while_away` before it can connect again); return
+    once it has connected again and reconciled."""
 
     def connections() -> int:
         return sum(e.state == "connected" for e in running.events(ConnectivityChanged))
 
     before = connections()
     sim.drop_all_clients()
+    if while_away is not None:
+        while_away()
     await eventually(lambda: connections() > before and running.service.ready, timeout=10)
     await running.settle()
 
@@ -186,6 +192,39 @@ async def test_orders_of_the_day_before_are_not_in_doubt_after_the_daily_restart
     await reconnected(running, sim)
     assert in_doubt(running) == []
     assert [order.order_ref for order in sim.orders_received] == [signal.id, later.id]
+
+
+async def test_a_working_order_that_finished_while_away_as_the_day_turned_is_reported(
+    make_service: Any, sim: Simulator
+) -> None:
+    """Two buy orders working when the connection dropped. One filled while the daemon was
+    away and IB's day turned before it came back: IB reports neither that order nor its
+    execution, so the fill cannot be published; the order is reported in doubt (rule
+    in_doubt), once. The other, still working, is reported by IB and is not."""
+    running: Running = await make_service()
+    await running.mark("AAPL", 190.0)
+    fills_away = buy(10, order_type="LMT", limit_price=180.0)
+    stays = buy(5, order_type="LMT", limit_price=100.0)
+    for signal in (fills_away, stays):
+        await running.publish(signal)
+        await eventually(lambda s=signal: (s.id, "submitted") in updates(running))
+
+    def fill_then_turn_the_day() -> None:
+        sim.set_price("AAPL", 170.0)
+        sim.new_trading_day()
+
+    await reconnected(running, sim, while_away=fill_then_turn_the_day)
+    assert [e.order_ref for e in sim.executions] == [fills_away.id]
+    assert in_doubt(running) == [fills_away.id]
+    [report] = [r for r in running.events(RiskRejection) if r.rule == "in_doubt"]
+    assert "IB no longer reports the order or its executions" in report.reason
+    assert [f.signal_id for f in running.events(Fill)] == []
+    await reconnected(running, sim)
+    assert in_doubt(running) == [fills_away.id]
+
+
+def updates(running: Running) -> list[tuple[str, str]]:
+    return [(update.signal_id, update.status) for update in running.events(OrderUpdate)]
 
 
 def kept_per_order(running: Running) -> dict[str, set[str]]:
