@@ -1,16 +1,16 @@
 """Storage ingest: rows/s from the journal into the database, beside a raw `executemany`.
 
-`python -m bench.storage_ingest [--events N] [--batch B] [--preload P]`. For SQLite (a temporary
-file) and,
-when TEST_DATABASE_URL answers, PostgreSQL (a scratch schema): N ticks are published to the
-journal of a Redis (REDIS_URL, else an embedded one), then timed from the journal to committed,
-acknowledged rows by `StorageService`'s reader draining it (XREADGROUP and decoding of the next
-batch while the current one is written, insert ON CONFLICT DO NOTHING, commit, XACK), and by
-`RowWriter` alone (decoded events to committed rows, no Redis; on PostgreSQL through COPY and a
-staging table); the baseline inserts the same rows, ready-made, with the driver's `executemany`,
-one commit per batch of the same size, into the same table and database. Publishing is not
-timed; best of `--rounds`. What exists before the rounds (the ticks, the rows, the engine) is
-frozen out of the garbage collector, as `main.py run` freezes what start-up made.
+`python -m bench.storage_ingest [--events N] [--batch B] [--preload P] [--symbols S]`. For SQLite
+(a temporary file) and, when TEST_DATABASE_URL answers, PostgreSQL (a scratch schema): N ticks (of
+S symbols, default 50) are published to the journal of a Redis (REDIS_URL, else an embedded one),
+then timed from the journal to committed, acknowledged rows by `StorageService`'s reader draining
+it (XREADGROUP and decoding of the next batch while the current one is written, insert ON CONFLICT
+DO NOTHING, commit, XACK), and by `RowWriter` alone (decoded events to committed rows, no Redis; on
+PostgreSQL through COPY and a staging table); the baseline inserts the same rows, ready-made, with
+the driver's `executemany`, one commit per batch of the same size, into the same table and
+database. Publishing is not timed; best of `--rounds`. What exists before the rounds (the ticks,
+the rows, the engine) is frozen out of the garbage collector, as `main.py run` freezes what
+start-up made.
 
 `--preload P` first stores P ticks made the same way (earlier, so with lower event ids), as a
 database that has run for a while holds: the figures of a table that has outgrown its cache,
@@ -51,12 +51,12 @@ POSTGRES_URL = os.environ.get(
 COLUMNS = ("event_id", "ts", "symbol", "bid", "ask", "last", "bid_size", "ask_size", "volume")
 
 
-def make_ticks(count: int) -> list[Tick]:
+def make_ticks(count: int, symbols: int = 50) -> list[Tick]:
     start = datetime.now(UTC)
     return [
         Tick(
             ts=start + timedelta(microseconds=n),
-            symbol=f"SYM{n % 50}",
+            symbol=f"SYM{n % symbols}",
             bid=100 + n % 1000 / 100,
             ask=100.01 + n % 1000 / 100,
             last=100.005 + n % 1000 / 100,
@@ -118,10 +118,10 @@ async def journal_ingest(engine: Engine, redis_url: str, ticks: list[Tick], batc
         await client.aclose()
 
 
-def preload(engine: Engine, count: int, *, chunk: int = 50_000) -> None:
+def preload(engine: Engine, count: int, symbols: int, *, chunk: int = 50_000) -> None:
     """Stores `count` ticks with the driver's executemany, `chunk` rows per commit."""
     for offset in range(0, count, chunk):
-        rows = raw_rows(make_ticks(min(chunk, count - offset)), engine.dialect.name)
+        rows = raw_rows(make_ticks(min(chunk, count - offset), symbols), engine.dialect.name)
         raw_executemany(engine, rows, chunk)
 
 
@@ -149,14 +149,14 @@ def writer_only(engine: Engine, ticks: list[Tick], batch: int) -> float:
 
 
 async def measure(
-    url: str, redis_url: str, count: int, batch: int, rounds: int, preloaded: int
+    url: str, redis_url: str, count: int, batch: int, rounds: int, preloaded: int, symbols: int
 ) -> Figures:
     """Best rows/s of `rounds` runs of each way, on the database at `url` holding `preloaded`
-    ticks."""
+    ticks, the ticks spread over `symbols` symbols."""
     engine = make_engine(url)
     upgrade_database(engine)
-    preload(engine, preloaded)
-    ticks = make_ticks(count)
+    preload(engine, preloaded, symbols)
+    ticks = make_ticks(count, symbols)
     rows = raw_rows(ticks, engine.dialect.name)
     best = {"journal": 0.0, "writer": 0.0, "raw": 0.0}
     # Every full collection walked the 20,000 ticks and rows held here, which the daemon does
@@ -232,10 +232,12 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1_000)
     parser.add_argument("--rounds", type=int, default=3, help="best of this many runs")
     parser.add_argument("--preload", type=int, default=0, help="ticks stored before the runs")
+    parser.add_argument("--symbols", type=int, default=50, help="symbols the ticks are spread over")
     options = parser.parse_args()
     into = f", into {options.preload:,} ticks stored before" if options.preload else ""
     print(
-        f"storage ingest of {options.events:,} ticks in batches of {options.batch:,}{into} (rows/s)"
+        f"storage ingest of {options.events:,} ticks of {options.symbols:,} symbols in batches of "
+        f"{options.batch:,}{into} (rows/s)"
     )
     print(
         f"  {'database':<19}{'journal->rows':>14}{'writer':>10}{'raw':>10}{'j/raw':>7}{'w/raw':>7}"
@@ -254,6 +256,7 @@ def main() -> None:
                     options.batch,
                     options.rounds,
                     options.preload,
+                    options.symbols,
                 )
             )
             journal, writer, raw = figures.journal, figures.writer, figures.raw
