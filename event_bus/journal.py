@@ -66,11 +66,14 @@ class JournalReader:
 
     A batch is acknowledged (XACK) only after `handler` returns, so a reader that dies mid-batch
     gets the batch again on restart: handlers must be idempotent (storage keys rows by event id).
-    When the handler fails on a batch, it is given the entries one by one. Entries that fail
-    while others succeed are poison: set aside in `Channels.dead_letter` with the reason, and
-    acknowledged. When nothing succeeds (say, the database is down), the batch stays pending and
-    is retried with backoff; an entry that fails `max_attempts` such rounds is next tried beside
-    new entries, so a lone poison entry cannot block the journal.
+    When the handler fails on a batch, it is given the batch's halves, and each half that fails
+    is split again, down to single entries (a poison entry among 5,000 costs about 25 more
+    calls, not 5,000). Entries that fail alone while others succeed are poison: set aside in
+    `Channels.dead_letter` with the reason, and acknowledged. When nothing succeeds (say, the
+    database is down), the batch stays pending and is retried with backoff; an entry that fails
+    `max_attempts` such rounds is next tried beside new entries, so a lone poison entry cannot
+    block the journal. A handler that raises `HandlerUnavailable` says nothing could succeed
+    now: the batch is not split, and what it had not handled stays pending.
 
     `run()` and `drain()` read and decode the next batch of new entries while the handler works
     on the current one (at most one batch ahead), and acknowledge the previous batch meanwhile
@@ -339,34 +342,55 @@ class JournalReader:
     async def _handle(
         self, entries: list[JournalEntry]
     ) -> tuple[list[JournalEntry], list[tuple[JournalEntry, Exception]]]:
-        """Handle the batch; if it fails, entry by entry. Returns (handled, failed alone).
+        """Handle the batch, split while it fails (see the class). Returns (handled, failed
+        alone); entries in neither (the handler became unavailable midway) stay pending.
 
         Raises `HandlerFailed` when nothing could be handled: the batch stays pending.
         """
         if not entries:
             return [], []
+        done: list[JournalEntry] = []
+        failed: list[tuple[JournalEntry, Exception]] = []
+        unavailable: HandlerUnavailable | None = None
         try:
-            await self.handler(entries)
-            return entries, []
-        except Exception as error:
-            if len(entries) > 1:
-                log.warning(
-                    "journal_batch_failed", group=self.group, size=len(entries), error=str(error)
-                )
-            first_error = error
-        done, failed = [], []
-        for entry in entries if len(entries) > 1 else []:
-            try:
-                await self.handler([entry])
-                done.append(entry)
-            except Exception as error:
-                failed.append((entry, error))
+            await self._handle_part(entries, done, failed)
+        except HandlerUnavailable as error:
+            unavailable = error
         if not done:
             for entry in entries:
                 self._failures[entry.entry_id] += 1
             self._retry_pending = True
-            raise HandlerFailed(str(failed[0][1] if failed else first_error)) from first_error
+            cause = unavailable or failed[0][1]
+            raise HandlerFailed(str(cause)) from cause
+        if unavailable is not None:
+            self._retry_pending = True
         return done, failed
+
+    async def _handle_part(
+        self,
+        part: list[JournalEntry],
+        done: list[JournalEntry],
+        failed: list[tuple[JournalEntry, Exception]],
+        *,
+        whole: bool = True,
+    ) -> None:
+        try:
+            await self.handler(part)
+        except HandlerUnavailable:
+            raise
+        except Exception as error:
+            if len(part) == 1:
+                failed.append((part[0], error))
+                return
+            if whole:
+                log.warning(
+                    "journal_batch_failed", group=self.group, size=len(part), error=str(error)
+                )
+            middle = len(part) // 2
+            await self._handle_part(part[:middle], done, failed, whole=False)
+            await self._handle_part(part[middle:], done, failed, whole=False)
+        else:
+            done.extend(part)
 
     def _poison(self, entry: JournalEntry, error: Exception) -> DeadEntry:
         """An entry the handler fails on while it handles others: set it aside."""
@@ -400,6 +424,11 @@ class JournalReader:
     async def _sleep_unless_stopping(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), seconds)
+
+
+class HandlerUnavailable(Exception):
+    """Raised by a handler that can handle nothing now (its database is down, say), so that
+    the batch is retried as it is rather than split in search of a poison entry."""
 
 
 class HandlerFailed(Exception):

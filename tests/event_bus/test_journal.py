@@ -13,7 +13,7 @@ from redis.exceptions import ResponseError
 
 from event_bus import Channels, JournalEntry, JournalReader, RedisEventBus, connect_redis
 from event_bus.embedded import EmbeddedRedis
-from event_bus.journal import HandlerFailed
+from event_bus.journal import HandlerFailed, HandlerUnavailable
 from tests.event_bus.events_for_tests import SampleFill
 from tests.helpers import eventually, redis_keeps_stream_counts
 
@@ -43,9 +43,14 @@ class Store:
     def __init__(self) -> None:
         self.ids: list[str] = []
         self.fail_all = False
+        self.unavailable = False  # says so (HandlerUnavailable)
         self.poison: set[int] = set()  # sequences it always fails on
+        self.sizes: list[int] = []  # of every batch it was given
 
     async def __call__(self, entries: list[JournalEntry]) -> None:
+        self.sizes.append(len(entries))
+        if self.unavailable:
+            raise HandlerUnavailable("database down")
         if self.fail_all:
             raise ConnectionError("database down")
         if any(entry.event.sequence in self.poison for entry in entries):  # type: ignore[attr-defined]
@@ -159,6 +164,79 @@ async def test_poison_entry_is_dead_lettered_and_the_rest_go_on(
     dead = await client.xrange(channels.dead_letter)
     assert len(dead) == 1
     assert dead[0][1][b"reason"].startswith(b"handler failed: ValueError")
+    assert journal.dead_lettered == 1
+    assert await pending_count(client, channels) == 0
+
+
+async def test_a_poison_entry_is_found_by_halving_not_by_trying_each_entry(
+    redis_url: str, channels: Channels, client: aioredis.Redis
+) -> None:
+    """One poison entry in a batch of 64: the batch, then halves of halves (2 per level, 6
+    levels), not 64 single entries."""
+    ids = await publish_fills(redis_url, channels, 64)
+    store = Store()
+    store.poison = {37}
+    journal = reader(client, channels, store, batch_size=64)
+    await journal.read_once()
+    assert store.ids == ids[:37] + ids[38:]
+    assert len(store.sizes) == 1 + 2 * 6
+    assert store.sizes.count(1) == 2  # the poison entry and its neighbour
+    assert journal.dead_lettered == 1
+    assert await pending_count(client, channels) == 0
+
+
+async def test_a_handler_that_says_it_is_unavailable_gets_the_batch_again_whole(
+    redis_url: str, channels: Channels, client: aioredis.Redis
+) -> None:
+    """HandlerUnavailable: the batch is not split (one call), stays pending, and is handled
+    once the handler is back; nothing is set aside."""
+    ids = await publish_fills(redis_url, channels, 10)
+    store = Store()
+    store.unavailable = True
+    journal = reader(client, channels, store)
+    with pytest.raises(HandlerFailed, match="database down"):
+        await journal.read_once()
+    assert store.sizes == [10]
+    assert await pending_count(client, channels) == 10
+    store.unavailable = False
+    await read_until_idle(journal)
+    assert store.ids == ids
+    assert journal.dead_lettered == 0
+    assert await pending_count(client, channels) == 0
+
+
+class UnavailableAfterStoring(Store):
+    """A `Store` that says it is unavailable once it has stored `limit` entries (None: never)."""
+
+    def __init__(self, limit: int | None) -> None:
+        super().__init__()
+        self.limit = limit
+
+    async def __call__(self, entries: list[JournalEntry]) -> None:
+        if self.limit is not None and len(self.ids) >= self.limit:
+            self.sizes.append(len(entries))
+            raise HandlerUnavailable("database down")
+        await super().__call__(entries)
+
+
+async def test_a_handler_unavailable_midway_keeps_what_it_stored_and_the_rest_pending(
+    redis_url: str, channels: Channels, client: aioredis.Redis
+) -> None:
+    """Halving a batch of 8 for its poison (entry 0): entry 1 is stored, then the handler says
+    it is unavailable. Entry 1 is acknowledged and entry 0 set aside; the other six stay
+    pending and are stored once the handler is back."""
+    ids = await publish_fills(redis_url, channels, 8)
+    store = UnavailableAfterStoring(limit=1)
+    store.poison = {0}
+    journal = reader(client, channels, store, batch_size=8)
+    await journal.read_once()
+    assert store.ids == ids[1:2]
+    assert store.sizes == [8, 4, 2, 1, 1, 2]
+    assert journal.dead_lettered == 1
+    assert await pending_count(client, channels) == 6
+    store.limit = None
+    await read_until_idle(journal)
+    assert store.ids == ids[1:]
     assert journal.dead_lettered == 1
     assert await pending_count(client, channels) == 0
 
