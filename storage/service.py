@@ -12,9 +12,12 @@ import redis.asyncio as aioredis
 import structlog
 from redis.exceptions import ResponseError
 from sqlalchemy import Engine
+from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from config import StorageSettings, masked_url
 from event_bus import CONNECTION_ERRORS, Channels, Event, JournalEntry, JournalReader
+from event_bus.journal import HandlerUnavailable
 from event_bus.system import ControlCommand
 from event_bus.tasks import cancel_and_wait
 from storage.engine import make_engine
@@ -23,6 +26,9 @@ from storage.retention import prune_ticks
 from storage.writer import RowWriter
 
 log = structlog.get_logger()
+
+# Errors that say the database, not an event, is the problem: every entry would fail alike.
+DATABASE_DOWN = (OperationalError, InterfaceError, DisconnectionError, PoolTimeoutError)
 
 GROUP = "storage"
 PRUNE_EVERY_SECONDS = 3_600.0  # with TICK_RETENTION_DAYS: a pass at start, then hourly
@@ -219,8 +225,15 @@ class StorageService:
             await cancel_and_wait(*late, timeout=1.0)
 
     async def store(self, entries: list[JournalEntry]) -> None:
-        """The journal handler: one transaction per batch, in a worker thread."""
-        self.rows_offered += await asyncio.to_thread(self.writer.write, entries)
+        """The journal handler: one transaction per batch, in a worker thread.
+
+        A database that cannot be reached or used now (`DATABASE_DOWN`: a refused connection,
+        SQLite's lock held past its timeout, a full disk) says so (`HandlerUnavailable`), so the
+        batch is retried whole later, not halved in search of a poison entry meanwhile."""
+        try:
+            self.rows_offered += await asyncio.to_thread(self.writer.write, entries)
+        except DATABASE_DOWN as error:
+            raise HandlerUnavailable(str(error)) from error
 
 
 def build_storage(

@@ -21,6 +21,7 @@ from structlog.testing import capture_logs
 
 from config import StorageSettings
 from event_bus import CONNECTION_ERRORS, Channels, Event, JournalEntry
+from event_bus.journal import HandlerFailed
 from event_bus.system import ControlCommand, Heartbeat
 from execution.model import Fill, OrderUpdate
 from market_data.model import Bar
@@ -248,6 +249,34 @@ async def test_poison_event_is_dead_lettered_with_its_reason_and_the_rest_go_on(
     [(_, dead)] = await client.xrange(channels.dead_letter)
     assert storage.reader.codec.decode(dead[b"event"]) == poison
     assert dead[b"reason"].startswith(b"handler failed: IntegrityError")
+    assert await pending(client, channels) == 0
+
+
+async def test_a_database_that_is_down_gets_the_batch_again_whole_not_entry_by_entry(
+    redis_url: str, channels: Channels, client: aioredis.Redis, engine: Engine, tmp_path
+) -> None:
+    """A database that cannot be opened (here a SQLite path that is a directory): one write per
+    round, the batch stays pending and nothing is set aside as poison; once the database is
+    back, every event is stored."""
+    events = ticks(10)
+    await publish(redis_url, channels, events)
+    storage = service(engine, client, channels)
+    down = make_engine(f"sqlite:///{tmp_path}")
+    storage.writer = RowWriter(down)
+    writes: list[int] = []
+    write = storage.writer.write
+    storage.writer.write = lambda batch: writes.append(len(batch)) or write(batch)  # type: ignore[method-assign]
+
+    with pytest.raises(HandlerFailed, match="unable to open database file"):
+        await storage.reader.read_once()
+    assert writes == [10]
+    assert await pending(client, channels) == 10
+    storage.writer = RowWriter(engine)
+    await read_until_idle(storage)
+    down.dispose()
+
+    assert stored_events(engine) == by_id(events)
+    assert await client.xlen(channels.dead_letter) == 0
     assert await pending(client, channels) == 0
 
 
