@@ -204,7 +204,7 @@ class StorageSettings(_Section):
     """`storage/`: where events are persisted (a SQLite or PostgreSQL SQLAlchemy URL)."""
 
     database_url: SecretStr = SecretStr("sqlite:///trading.db")
-    storage_batch_size: int = Field(1_000, ge=1, le=10_000)  # journal entries per transaction
+    storage_batch_size: int = Field(5_000, ge=1, le=10_000)  # journal entries per transaction
     storage_consumer: str = Field("storage", pattern=r"^[A-Za-z0-9_.:-]+$")  # in group "storage"
     storage_block_ms: int = Field(1_000, ge=10)  # how long one journal read waits for entries
     storage_stop_timeout_seconds: float = Field(10.0, gt=0)  # to finish the batch in hand
