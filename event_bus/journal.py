@@ -73,7 +73,8 @@ class JournalReader:
     database is down), the batch stays pending and is retried with backoff; an entry that fails
     `max_attempts` such rounds is next tried beside new entries, so a lone poison entry cannot
     block the journal. A handler that raises `HandlerUnavailable` says nothing could succeed
-    now: the batch is not split, and what it had not handled stays pending.
+    now: the batch is not split, what it had not handled stays pending, and the round counts
+    against no entry (a long outage does not pull new entries into the pending list).
 
     `run()` and `drain()` read and decode the next batch of new entries while the handler works
     on the current one (at most one batch ahead), and acknowledge the previous batch meanwhile
@@ -357,8 +358,9 @@ class JournalReader:
         except HandlerUnavailable as error:
             unavailable = error
         if not done:
-            for entry in entries:
-                self._failures[entry.entry_id] += 1
+            if unavailable is None:  # a round the handler was down is no entry's failure
+                for entry in entries:
+                    self._failures[entry.entry_id] += 1
             self._retry_pending = True
             cause = unavailable or failed[0][1]
             raise HandlerFailed(str(cause)) from cause

@@ -205,6 +205,28 @@ async def test_a_handler_that_says_it_is_unavailable_gets_the_batch_again_whole(
     assert await pending_count(client, channels) == 0
 
 
+async def test_a_long_outage_of_the_handler_pulls_no_more_entries_into_pending(
+    redis_url: str, channels: Channels, client: aioredis.Redis
+) -> None:
+    """Rounds of an unavailable handler are not failures of its entries: past `max_attempts`
+    the batch is not tried beside new entries (which would move the whole journal, a batch a
+    round, into the group's pending list during a long outage). Every entry is stored once
+    the handler is back."""
+    ids = await publish_fills(redis_url, channels, 20)
+    store = Store()
+    store.unavailable = True
+    journal = reader(client, channels, store, batch_size=5, max_attempts=2)
+    for _ in range(6):
+        with pytest.raises(HandlerFailed, match="database down"):
+            await journal.read_once()
+    assert store.sizes == [5] * 6
+    assert await pending_count(client, channels) == 5
+    store.unavailable = False
+    await read_until_idle(journal)
+    assert store.ids == ids
+    assert journal.dead_lettered == 0
+
+
 class UnavailableAfterStoring(Store):
     """A `Store` that says it is unavailable once it has stored `limit` entries (None: never)."""
 
