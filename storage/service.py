@@ -29,6 +29,7 @@ log = structlog.get_logger()
 
 # Errors that say the database, not an event, is the problem: every entry would fail alike.
 DATABASE_DOWN = (OperationalError, InterfaceError, DisconnectionError, PoolTimeoutError)
+QUERY_CANCELED = "57014"  # PostgreSQL's SQLSTATE for statement_timeout (an OperationalError)
 
 GROUP = "storage"
 PRUNE_EVERY_SECONDS = 3_600.0  # with TICK_RETENTION_DAYS: a pass at start, then hourly
@@ -233,6 +234,8 @@ class StorageService:
         try:
             self.rows_offered += await asyncio.to_thread(self.writer.write, entries)
         except DATABASE_DOWN as error:
+            if getattr(getattr(error, "orig", None), "sqlstate", None) == QUERY_CANCELED:
+                raise  # a statement timeout: a smaller batch may pass, so let it be halved
             raise HandlerUnavailable(str(error)) from error
 
 

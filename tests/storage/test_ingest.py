@@ -10,18 +10,19 @@ from collections.abc import Iterator
 from dataclasses import replace
 from datetime import timedelta
 
+import psycopg
 import pytest
 import redis.asyncio as aioredis
 from pydantic import SecretStr
 from redis.exceptions import ResponseError
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from structlog.testing import capture_logs
 
 from config import StorageSettings
 from event_bus import CONNECTION_ERRORS, Channels, Event, JournalEntry
-from event_bus.journal import HandlerFailed
+from event_bus.journal import HandlerFailed, HandlerUnavailable
 from event_bus.system import ControlCommand, Heartbeat
 from execution.model import Fill, OrderUpdate
 from market_data.model import Bar
@@ -278,6 +279,30 @@ async def test_a_database_that_is_down_gets_the_batch_again_whole_not_entry_by_e
     assert stored_events(engine) == by_id(events)
     assert await client.xlen(channels.dead_letter) == 0
     assert await pending(client, channels) == 0
+
+
+class RaisingWriter:
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    def write(self, batch: list[JournalEntry]) -> int:
+        raise self.error
+
+
+async def test_a_statement_timeout_is_not_the_database_being_down(
+    client: aioredis.Redis, channels: Channels, engine: Engine
+) -> None:
+    """PostgreSQL's statement timeout is an OperationalError too, but a smaller batch may pass:
+    it is left to be halved; a refused connection says the database is down."""
+    storage = service(engine, client, channels)
+    timeout = OperationalError("INSERT", {}, psycopg.errors.QueryCanceled("statement timeout"))
+    storage.writer = RaisingWriter(timeout)  # type: ignore[assignment]
+    with pytest.raises(OperationalError):
+        await storage.store(entries(ticks(2)))
+    refused = OperationalError("connect", {}, psycopg.OperationalError("connection refused"))
+    storage.writer = RaisingWriter(refused)  # type: ignore[assignment]
+    with pytest.raises(HandlerUnavailable):
+        await storage.store(entries(ticks(2)))
 
 
 async def test_stop_while_idle_returns_and_restart_goes_on(
