@@ -147,9 +147,9 @@ class JournalReader:
         the newest entry, all of the stream when even its oldest is newer than that. Reading the
         stream before and after the group makes each case exact, whatever arrives meanwhile.
         (Entries trimmed after they were read come back empty and are dead-lettered instead.)
-        Redis before 7.0 keeps no such counts: None. A group that has read nothing yet counts
-        what was dropped before its first read only until then: Redis then estimates the count
-        it read from the stream as it is.
+        Redis before 7.0 keeps no such counts: None. A group created without ENTRIESREAD
+        (before `_ensure_group` gave it, or by hand) counts what was dropped before its first
+        read only until then: Redis then estimates the count it read from the stream as it is.
         """
         before: Any = await self.redis.xinfo_stream(self.channels.journal)
         groups: Any = await self.redis.xinfo_groups(self.channels.journal)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import heapq
 from datetime import datetime, timedelta
 
+from execution.risk import signal_expiry
 from strategy.model import TradeSignal
 
 # How long past its signal's expiry a decision is still remembered: slack for a clock that steps
@@ -31,7 +32,7 @@ class Decisions:
         """Mark `signal` as being decided (before any await), forgetting what has expired."""
         self.forget_expired(now)
         self._decisions[signal.id] = "deciding"
-        expires = signal.expires_at if signal.expires_at is not None else signal.ts + self.max_age
+        expires = signal_expiry(signal, self.max_age)
         heapq.heappush(self._expiry, (expires + KEPT_AFTER_EXPIRY, signal.id))
 
     def forget_expired(self, now: datetime) -> None:

@@ -188,6 +188,11 @@ def loss_limit_hit(daily_pnl: float, limits: RiskLimits) -> bool:
     return daily_pnl <= -limits.daily_loss_limit
 
 
+def signal_expiry(signal: TradeSignal, max_age: timedelta) -> datetime:
+    """When a signal stops being valid: its `expires_at`, else its `ts` plus the age limit."""
+    return signal.expires_at if signal.expires_at is not None else signal.ts + max_age
+
+
 def check_signal(signal: TradeSignal, now: datetime, limits: RiskLimits) -> Verdict | None:
     """Checks that need no book: a well-formed, unexpired intent."""
     if not SYMBOL_PATTERN.fullmatch(signal.symbol):
@@ -198,7 +203,7 @@ def check_signal(signal: TradeSignal, now: datetime, limits: RiskLimits) -> Verd
         return Verdict("invalid", "a MKT signal must not carry a limit_price")
     if signal.expires_at is not None and signal.expires_at <= now:
         return Verdict("expired", f"expired at {signal.expires_at.isoformat()}")
-    expires = signal.expires_at or signal.ts + limits.signal_max_age
+    expires = signal_expiry(signal, limits.signal_max_age)
     if expires - now > LONGEST_SIGNAL_LIFE:
         return Verdict(
             "invalid",

@@ -41,8 +41,8 @@ class StorageService:
     each batch in one transaction; the reader acknowledges a batch once the commit returned.
 
     Publishes nothing but `republish` (see `_watch_journal`). A batch the database refuses is
-    retried entry by entry by the reader, which dead-letters (`Channels.dead_letter`) the
-    entries that fail while others succeed.
+    halved by the reader until what fails is alone, and that is dead-lettered
+    (`Channels.dead_letter`); a database that is down gets the batch again whole (`store`).
 
     With `tick_retention_days`, ticks older than that are deleted at start and then every
     `prune_every_seconds` (`storage.retention`); everything else is kept.
